@@ -1,0 +1,36 @@
+# Shared shell helpers for scripts/*.sh. Sourced, not run.
+
+# Install Debian packages when we can (root with apt), quietly; return 1 if
+# they are still missing so callers can skip a suite and say so.
+ensure_apt() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && sudo="sudo -n" || return 1
+  fi
+  command -v apt-get >/dev/null 2>&1 || return 1
+  echo ">> apt-get install ${missing[*]}" >&2
+  if [ ! -f /var/tmp/.car-apt-updated ] || [ -n "$(find /var/tmp/.car-apt-updated -mmin +600 2>/dev/null)" ]; then
+    $sudo apt-get update -qq >&2 || return 1
+    touch /var/tmp/.car-apt-updated 2>/dev/null || true
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || return 1
+}
+
+# A cargo new enough for the workspace (rust-version 1.92). Prefer rustup's.
+ensure_cargo() {
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if command -v cargo >/dev/null 2>&1; then return 0; fi
+  if command -v curl >/dev/null 2>&1; then
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >&2 && return 0
+  fi
+  echo "cargo not found: install Rust 1.92 or newer (https://rustup.rs)" >&2
+  return 1
+}
+
+# Build output shared between checkouts (CI clones afresh each run).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/car-target}"
