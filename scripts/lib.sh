@@ -34,3 +34,31 @@ ensure_cargo() {
 
 # Build output shared between checkouts (CI clones afresh each run).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/car-target}"
+
+# Python packages for suites that compare against or load Python-side tools
+# (onnxruntime, opencv, cargo-zigbuild...). A venv under /var/tmp keeps them
+# out of the system Python (PEP 668) and survives between runs.
+CAR_VENV="${CAR_VENV:-/var/tmp/car-venv}"
+ensure_pip() {
+  if [ ! -x "$CAR_VENV/bin/python3" ]; then
+    python3 -m venv "$CAR_VENV" >&2 2>/dev/null || { ensure_apt python3-venv && python3 -m venv "$CAR_VENV" >&2; } || return 1
+  fi
+  local missing=()
+  for p in "$@"; do
+    "$CAR_VENV/bin/python3" -m pip show -q "${p%%[=<>]*}" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo ">> pip install ${missing[*]}" >&2
+    "$CAR_VENV/bin/python3" -m pip install -q --disable-pip-version-check "${missing[@]}" >&2 || return 1
+  fi
+  export PATH="$CAR_VENV/bin:$PATH"
+}
+
+# Path of the ONNX Runtime shared library inside the venv's onnxruntime wheel.
+ort_dylib() {
+  "$CAR_VENV/bin/python3" - <<'PY' 2>/dev/null
+import glob, os, onnxruntime
+libs = sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))
+print(libs[-1] if libs else "")
+PY
+}

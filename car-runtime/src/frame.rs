@@ -30,4 +30,10 @@ pub trait FrameSource: Send {
     fn dropped(&self) -> u64 {
         0
     }
+    /// Whether `timestamp_ns` is CLOCK_MONOTONIC (a camera, a paced replay),
+    /// so capture-to-PWM latency can be measured against the loop's clock.
+    /// The simulator stamps frames with its own clock.
+    fn monotonic_timestamps(&self) -> bool {
+        true
+    }
 }

@@ -8,4 +8,17 @@
 //! runtime, allocate or take a contended lock per frame, or let any error
 //! path leave throttle anywhere but neutral.
 
+pub mod arbiter;
+pub mod brain;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod control;
 pub mod frame;
+pub mod notify;
+pub mod pipeline;
+pub mod recorder;
+pub mod source;
+pub mod telemetry;
+pub mod web;
+pub mod wheels;

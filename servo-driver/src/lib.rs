@@ -7,8 +7,27 @@
 //! Must not: decide *what* to drive (that is the arbiter's job in
 //! `car-runtime`), allocate or sleep in the write path, or depend on the
 //! simulator crate (the sim backend talks to it through [`sim_link::SimLink`]).
+//!
+//! Entry points: [`config::open`] builds a [`ServoDriver`] from the
+//! `[actuator]` TOML table; [`ServoDriver::drive`] is the per-frame call;
+//! [`failsafe`] holds the panic hook, the signal guard and the process-wide
+//! emergency-neutral registry.
 
+use std::sync::Arc;
+
+pub mod calibration;
+pub mod config;
+mod driver;
+pub mod failsafe;
+pub mod pca9685;
+pub mod rppal;
+pub mod sim;
 pub mod sim_link;
+pub mod sysfs;
+
+pub use calibration::{Calibration, CalibrationError, ChannelCalibration, ValidationError};
+pub use config::{open, ActuatorConfig, BackendKind, OpenError};
+pub use driver::{BadCommands, ServoDriver};
 
 /// Pulse widths for both channels, in nanoseconds of high time per period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +35,21 @@ pub struct Pulses {
     pub steering_ns: u32,
     pub throttle_ns: u32,
 }
+
+/// One of the two outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Steering,
+    Throttle,
+}
+
+/// Writes pulses on the wire through a path independent of the control
+/// thread's [`Actuator`] (its own file descriptors or bus handle), so the
+/// panic hook and the signal guard can force neutral while the control
+/// thread is stuck or unwinding. Only ever called with the calibration's
+/// neutral (`mid`) pulses. May allocate and block briefly: it is never on
+/// the hot path.
+pub type EmergencyNeutral = Arc<dyn Fn(Pulses) -> Result<(), ActuatorError> + Send + Sync>;
 
 /// A PWM output with a steering and a throttle channel.
 ///
@@ -26,6 +60,20 @@ pub trait Actuator: Send {
     fn write(&mut self, pulses: Pulses) -> Result<(), ActuatorError>;
     /// Short backend name for logs and telemetry ("sysfs", "pca9685", ...).
     fn backend(&self) -> &'static str;
+    /// An independent writer for the failsafe registry (see
+    /// [`EmergencyNeutral`]). `None` means the backend has no second path
+    /// to the wire; every backend in this crate provides one.
+    fn emergency_neutral(&self) -> Option<EmergencyNeutral> {
+        None
+    }
+    /// The calibration changed (live, from the wizard). Backends that put
+    /// the period on the wire or undo the calibration (sim) update here.
+    fn calibration_changed(&mut self, _cal: &Calibration) -> Result<(), ActuatorError> {
+        Ok(())
+    }
+    /// Something else (an emergency writer) may have changed the wire:
+    /// forget any "skip unchanged writes" cache so the next write goes out.
+    fn forget_cache(&mut self) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +84,19 @@ pub enum ActuatorError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("output is disabled (failsafe latched); call enable() first")]
+    Disabled,
     #[error("{0}")]
     Other(String),
+}
+
+impl ActuatorError {
+    pub(crate) fn io(path: impl std::fmt::Display, source: std::io::Error) -> Self {
+        ActuatorError::Io {
+            path: path.to_string(),
+            source,
+        }
+    }
 }

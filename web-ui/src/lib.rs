@@ -1,7 +1,196 @@
 //! The web UI: an axum server with embedded phone-first pages.
 //!
-//! Owns: HTTP, login and sessions, CSRF, TLS, pages and assets.
+//! Owns: HTTP(S), login and sessions, CSRF, TLS, pages and assets, model
+//! uploads (staging, safe extraction, install into the models folder), race
+//! timing and its history.
 //!
 //! Must not: hold anything the control loop waits on. It reaches the car only
-//! through the `CarApi` trait the daemon implements over its bounded queues
+//! through the [`CarApi`] trait the daemon implements over its bounded queues
 //! and ring buffers; a slow client loses frames, it never queues them.
+//!
+//! The daemon calls [`start`] (own thread, own tokio runtime) with the
+//! `[web]` table ([`WebConfig`]) and an `Arc<dyn CarApi>`.
+
+pub mod api;
+pub mod assets;
+pub mod auth;
+pub mod camera;
+pub mod config;
+pub mod models;
+pub mod race;
+pub mod server;
+pub mod tls;
+
+pub use api::*;
+pub use config::WebConfig;
+pub use server::{router, AppState};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("[web] address {address:?}: {reason}")]
+    Address { address: String, reason: String },
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("web server: {0}")]
+    Server(String),
+}
+
+/// A running web server. Dropping it shuts the server down and joins its
+/// thread (within about a second: open WebSockets are closed).
+pub struct WebHandle {
+    addr: SocketAddr,
+    tls: bool,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WebHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:8080/` or `https://...`.
+    pub fn url(&self) -> String {
+        format!("{}://{}/", if self.tls { "https" } else { "http" }, self.addr)
+    }
+
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WebHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Prepare the state folder (password, certificate), bind the address and
+/// serve on a new thread with its own two-worker tokio runtime. Errors
+/// (address in use, unwritable state folder) come back before anything runs.
+/// A password generated now is logged once at WARN level and written to
+/// `<state_dir>/initial-password`.
+pub fn start(config: WebConfig, api: Arc<dyn CarApi>) -> Result<WebHandle, WebError> {
+    let state = AppState::new(config.clone(), api)?;
+    let tls = config.tls_enabled();
+    let rustls_config = if tls {
+        Some(tls::server_config(&config, &state.state_dir)?)
+    } else {
+        None
+    };
+    let listener = std::net::TcpListener::bind(&config.address).map_err(|e| WebError::Address {
+        address: config.address.clone(),
+        reason: e.to_string(),
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| WebError::Server(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| WebError::Server(e.to_string()))?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("web-ui")
+        .enable_all()
+        .build()
+        .map_err(|e| WebError::Server(e.to_string()))?;
+    let thread = std::thread::Builder::new()
+        .name("web-ui-main".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                if let Err(e) = serve_listener(listener, rustls_config, state, async {
+                    let _ = rx.await;
+                })
+                .await
+                {
+                    tracing::error!("web server stopped: {e}");
+                }
+            });
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        })
+        .map_err(|e| WebError::Server(e.to_string()))?;
+    tracing::info!(
+        "web UI on {}://{addr}/",
+        if tls { "https" } else { "http" }
+    );
+    Ok(WebHandle {
+        addr,
+        tls,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
+}
+
+/// Serve until `shutdown` resolves, on the caller's tokio runtime.
+pub async fn serve(
+    config: WebConfig,
+    api: Arc<dyn CarApi>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), WebError> {
+    let state = AppState::new(config.clone(), api)?;
+    let rustls_config = if config.tls_enabled() {
+        Some(tls::server_config(&config, &state.state_dir)?)
+    } else {
+        None
+    };
+    let listener = std::net::TcpListener::bind(&config.address).map_err(|e| WebError::Address {
+        address: config.address.clone(),
+        reason: e.to_string(),
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| WebError::Server(e.to_string()))?;
+    serve_listener(listener, rustls_config, state, shutdown).await
+}
+
+async fn serve_listener(
+    listener: std::net::TcpListener,
+    rustls_config: Option<Arc<rustls::ServerConfig>>,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), WebError> {
+    let stop = state.stop.clone();
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let h2 = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        h2.graceful_shutdown(Some(std::time::Duration::from_millis(500)));
+    });
+    let res = match rustls_config {
+        Some(cfg) => {
+            let cfg = axum_server::tls_rustls::RustlsConfig::from_config(cfg);
+            axum_server::from_tcp_rustls(listener, cfg)
+                .map_err(|e| WebError::Server(e.to_string()))?
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+        None => axum_server::from_tcp(listener)
+            .map_err(|e| WebError::Server(e.to_string()))?
+            .handle(handle)
+            .serve(app)
+            .await,
+    };
+    res.map_err(|e| WebError::Server(e.to_string()))
+}

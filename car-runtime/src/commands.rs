@@ -1,0 +1,131 @@
+//! Commands into the control loop: bounded lock-free queues the loop drains
+//! once per tick. Producers (web UI, signal handler, CLI) never wait for the
+//! loop; a full queue refuses the command and the producer reports it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use heapless::mpmc::Queue;
+
+use crate::arbiter::DriveMode;
+use crate::brain::Brain;
+use crate::telemetry::{FrameSlot, TelemetryRing};
+
+/// Anything that changes what the car does. Small and `Copy`: it travels
+/// through a lock-free queue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Command {
+    Start,
+    Stop,
+    EStop,
+    ResetEStop,
+    Select(DriveMode),
+    /// 0-100 %.
+    MaxSpeed(u8),
+    /// Manual drive, each in [-1, 1]; expires after the manual timeout.
+    Manual { steering: f32, throttle: f32 },
+    EnterCalibration,
+    ExitCalibration,
+    /// Raw pulse widths while calibrating; `None` leaves that channel as it is.
+    CalibrationPulses {
+        steering_ns: Option<u32>,
+        throttle_ns: Option<u32>,
+    },
+    /// Re-read the calibration file (after the web UI saved one).
+    ReloadCalibration,
+    /// Make this calibration live without saving it (the wizard).
+    SetCalibration(servo_driver::Calibration),
+    /// End the loop through the neutral path.
+    Shutdown,
+}
+
+/// Queue sizes are powers of two (heapless requirement).
+pub const COMMAND_QUEUE: usize = 64;
+pub type CommandQueue = Queue<Command, COMMAND_QUEUE>;
+/// Models ready to swap in, and old ones handed back to be dropped off the loop.
+pub type ModelQueue = Queue<Box<dyn Brain>, 4>;
+
+pub use web_ui::{ModelState, ModelStatus};
+
+/// Last notable event, as a code the loop can store without allocating.
+pub mod event {
+    pub const NONE: u8 = 0;
+    pub const START_REFUSED_ESTOP: u8 = 1;
+    pub const CALIBRATION_REFUSED: u8 = 2;
+    pub const MODEL_SWAPPED: u8 = 3;
+    pub const INFERENCE_FAILED: u8 = 4;
+    pub const SOURCE_FAILED: u8 = 5;
+    pub const ACTUATOR_FAILED: u8 = 6;
+    pub const CALIBRATION_INVALID: u8 = 7;
+
+    pub fn text(code: u8) -> Option<&'static str> {
+        Some(match code {
+            START_REFUSED_ESTOP => "start refused: emergency stop latched (reset it first)",
+            CALIBRATION_REFUSED => "calibration refused: stop the car first",
+            MODEL_SWAPPED => "new model swapped in",
+            INFERENCE_FAILED => "inference failed: car held in neutral",
+            SOURCE_FAILED => "camera error: car held in neutral",
+            ACTUATOR_FAILED => "actuator write failed",
+            CALIBRATION_INVALID => "calibration refused by the servo driver",
+            _ => return None,
+        })
+    }
+}
+
+/// Everything shared between the loop and the rest of the process.
+pub struct Shared {
+    pub commands: CommandQueue,
+    pub models_in: ModelQueue,
+    pub models_out: ModelQueue,
+    pub telemetry: TelemetryRing,
+    pub frame: FrameSlot,
+    /// Set by SIGTERM/SIGINT (servo-driver's failsafe) or a shutdown request.
+    pub stop: Arc<AtomicBool>,
+    /// Commands refused because the queue was full.
+    pub commands_refused: AtomicU64,
+    /// Loop heartbeat (ticks); the watchdog thread checks it moves.
+    pub ticks: AtomicU64,
+    /// Model load status; written by the loader thread and start-up, never by the loop.
+    pub model_status: std::sync::Mutex<ModelStatus>,
+    /// Last notable event ([`event`] code), for the web UI.
+    pub last_event: std::sync::atomic::AtomicU8,
+}
+
+impl Shared {
+    pub fn new(telemetry_capacity: usize, frame_capacity: usize, stop: Arc<AtomicBool>) -> Self {
+        Shared {
+            commands: Queue::new(),
+            models_in: Queue::new(),
+            models_out: Queue::new(),
+            telemetry: TelemetryRing::new(telemetry_capacity),
+            frame: FrameSlot::new(frame_capacity),
+            stop,
+            commands_refused: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
+            model_status: std::sync::Mutex::new(ModelStatus::default()),
+            last_event: std::sync::atomic::AtomicU8::new(0),
+        }
+    }
+
+    /// Queue a command; false (and counted) when the queue is full.
+    pub fn send(&self, c: Command) -> bool {
+        if self.commands.enqueue(c).is_ok() {
+            true
+        } else {
+            self.commands_refused.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_event(&self, code: u8) {
+        self.last_event.store(code, Ordering::Relaxed);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}

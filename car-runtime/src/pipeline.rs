@@ -1,0 +1,365 @@
+//! The real brain (policy crate: preprocess, infer, map) and the real wheels
+//! (servo-driver), plus model loading: from a path, from the model bundled
+//! in the binary, and on a loader thread for swaps at run time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use policy::{ActionMapper, Backend, GraphFormat, Model, ModelFiles, ModelMetadata, Preprocessor};
+use servo_driver::{Channel, Pulses, ServoDriver};
+
+use crate::brain::{Action, Brain, BrainError, StageTimes};
+use crate::commands::{ModelState, Shared};
+use crate::config::BackendChoice;
+use crate::frame::{Frame, PixelFormat};
+use crate::wheels::{Wheels, WheelsError};
+
+/// The model shipped inside the binary (models/default/), so `run --sim`
+/// works from any directory. See models/default/README.md for what it is.
+pub const BUNDLED_ONNX: &[u8] = include_bytes!("../../models/default/model.onnx");
+pub const BUNDLED_METADATA: &str = include_str!("../../models/default/model_metadata.json");
+/// How the bundled model is named in logs and status.
+pub const BUNDLED_NAME: &str = "(bundled model)";
+
+pub fn backend_choice(c: BackendChoice) -> policy::BackendChoice {
+    match c {
+        BackendChoice::Auto => policy::BackendChoice::Auto,
+        BackendChoice::Tract => policy::BackendChoice::Tract,
+        BackendChoice::Onnxruntime => policy::BackendChoice::OnnxRuntime,
+    }
+}
+
+/// Initialise the process's inference engine (once per process).
+pub fn init_backend(choice: BackendChoice, library: &str) -> Result<Backend, policy::BackendError> {
+    // ONNX Runtime's telemetry is not stopped by the builder's switch.
+    // SAFETY: called before any other thread reads the environment
+    // (at start-up, or on the loader thread before ORT is touched).
+    unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
+    let lib = if library.is_empty() {
+        None
+    } else {
+        Some(Path::new(library))
+    };
+    Backend::init(backend_choice(choice), lib)
+}
+
+/// The bundled model's files, as if read from a folder.
+pub fn bundled_files() -> Result<ModelFiles, policy::ModelError> {
+    let metadata = ModelMetadata::parse(BUNDLED_METADATA, "models/default/model_metadata.json")?;
+    Ok(ModelFiles {
+        source: PathBuf::from(BUNDLED_NAME),
+        metadata,
+        format: GraphFormat::Onnx,
+        graph_name: "models/default/model.onnx".into(),
+        graph: BUNDLED_ONNX.to_vec(),
+    })
+}
+
+/// Load a model folder/archive, or the bundled one when `path` is None.
+pub fn load_model(path: Option<&Path>, backend: &Backend) -> Result<Model, policy::ModelError> {
+    match path {
+        Some(p) => Model::load(p, backend),
+        None => Model::from_files(bundled_files()?, backend, Instant::now()),
+    }
+}
+
+/// Preprocess + policy + action mapping, with buffers allocated once.
+pub struct PolicyBrain {
+    model: Model,
+    mapper: ActionMapper,
+    pre: Option<Preprocessor>,
+    /// Gray model + JPEG camera: decode luma at reduced scale straight into
+    /// `gray`, then preprocess that (no full-size decode, no allocation).
+    jpeg: Option<policy::jpeg::JpegDecoder>,
+    gray: Vec<u8>,
+    /// The (w, h, format) the preprocessor was built for, as the camera sends it.
+    built_for: Option<(u32, u32, PixelFormat)>,
+    /// The fast JPEG path refused this camera's JPEGs (progressive...): use
+    /// the preprocessor's general decoder.
+    jpeg_fallback: bool,
+    input: Vec<f32>,
+    output: Vec<f32>,
+    origin: String,
+    backend: String,
+}
+
+impl PolicyBrain {
+    pub fn new(model: Model) -> Self {
+        let mapper = ActionMapper::new(&model.metadata.action_space);
+        let input = vec![0.0; model.policy.input_spec().len()];
+        let output = vec![0.0; model.policy.output_len()];
+        let origin = model.source.display().to_string();
+        let backend = model.policy.backend_name().to_string();
+        PolicyBrain {
+            model,
+            mapper,
+            pre: None,
+            jpeg: None,
+            gray: Vec::new(),
+            built_for: None,
+            jpeg_fallback: false,
+            input,
+            output,
+            origin,
+            backend,
+        }
+    }
+
+    /// Build the preprocessor for this camera now, so the first frame does
+    /// not pay for it.
+    pub fn prepare(&mut self, width: u32, height: u32, format: PixelFormat) -> Result<(), BrainError> {
+        let spec = *self.model.policy.input_spec();
+        let fast_jpeg = format == PixelFormat::Jpeg && spec.channels == 1 && !self.jpeg_fallback;
+        let (pw, ph, pf) = if fast_jpeg {
+            let scale = policy::jpeg::Scale::for_target(width, height, spec.width as u32, spec.height as u32);
+            let (w, h) = scale.output_size(width, height);
+            self.gray = vec![0; w as usize * h as usize];
+            self.jpeg = Some(policy::jpeg::JpegDecoder::new());
+            (w, h, PixelFormat::Gray8)
+        } else {
+            self.jpeg = None;
+            (width, height, format)
+        };
+        self.pre = Some(
+            Preprocessor::new(pw, ph, pf, spec).map_err(|e| BrainError(format!("preprocessor: {e}")))?,
+        );
+        self.built_for = Some((width, height, format));
+        Ok(())
+    }
+
+    /// Decode (fast JPEG path only) and preprocess into `self.input`;
+    /// returns the decode time in microseconds (0 without decode).
+    pub fn preprocess(&mut self, frame: &Frame<'_>) -> Result<f32, BrainError> {
+        if self.built_for != Some((frame.width, frame.height, frame.format)) {
+            // Only when the camera's size or format changes (never in steady state).
+            self.prepare(frame.width, frame.height, frame.format)?;
+        }
+        if let Some(dec) = self.jpeg.as_mut() {
+            let t = Instant::now();
+            let scale = policy::jpeg::Scale::for_target(
+                frame.width,
+                frame.height,
+                self.model.policy.input_spec().width as u32,
+                self.model.policy.input_spec().height as u32,
+            );
+            match dec.decode_gray_scaled(frame.data, scale, &mut self.gray) {
+                Ok(_) => {
+                    let (w, h) = scale.output_size(frame.width, frame.height);
+                    let decode_us = t.elapsed().as_secs_f32() * 1e6;
+                    let g = Frame {
+                        data: &self.gray[..w as usize * h as usize],
+                        format: PixelFormat::Gray8,
+                        width: w,
+                        height: h,
+                        ..*frame
+                    };
+                    let pre = self.pre.as_mut().expect("built above");
+                    pre.run(&g, &mut self.input)
+                        .map_err(|e| BrainError(format!("preprocess: {e}")))?;
+                    return Ok(decode_us);
+                }
+                Err(e) if e.is_unsupported() => {
+                    tracing::warn!(error = %e, "camera JPEG not supported by the fast decoder; using the general one");
+                    self.jpeg_fallback = true;
+                    self.prepare(frame.width, frame.height, frame.format)?;
+                }
+                Err(e) => return Err(BrainError(format!("decode: {e}"))),
+            }
+        }
+        let pre = self.pre.as_mut().expect("built above");
+        pre.run(frame, &mut self.input)
+            .map_err(|e| BrainError(format!("preprocess: {e}")))?;
+        Ok(0.0)
+    }
+
+    /// Inference into the output buffer.
+    pub fn infer(&mut self) -> Result<&[f32], BrainError> {
+        self.model
+            .policy
+            .infer(&self.input, &mut self.output)
+            .map_err(|e| BrainError(format!("inference: {e}")))?;
+        Ok(&self.output)
+    }
+
+    pub fn mapper(&self) -> &ActionMapper {
+        &self.mapper
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+}
+
+impl Brain for PolicyBrain {
+    fn decide(
+        &mut self,
+        frame: &Frame<'_>,
+        max_speed_scale: f32,
+        t: &mut StageTimes,
+    ) -> Result<Action, BrainError> {
+        let t0 = Instant::now();
+        self.preprocess(frame)?;
+        let t1 = Instant::now();
+        self.model
+            .policy
+            .infer(&self.input, &mut self.output)
+            .map_err(|e| BrainError(format!("inference: {e}")))?;
+        let t2 = Instant::now();
+        let m = self.mapper.map(&self.output, max_speed_scale);
+        let t3 = Instant::now();
+        t.preprocess_us = (t1 - t0).as_secs_f32() * 1e6;
+        t.inference_us = (t2 - t1).as_secs_f32() * 1e6;
+        t.mapping_us = (t3 - t2).as_secs_f32() * 1e6;
+        Ok(Action {
+            index: m.index.map(|i| i as i32).unwrap_or(-1),
+            steering_angle_deg: m.steering_angle_deg,
+            speed_mps: m.speed_mps,
+            steering: m.steering,
+            throttle: m.throttle,
+        })
+    }
+
+    fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+/// The servo driver as the loop's wheels.
+pub struct ServoWheels {
+    pub driver: ServoDriver,
+    /// Where `reload_calibration` reads from.
+    pub actuator: servo_driver::ActuatorConfig,
+}
+
+fn werr(e: impl std::fmt::Display) -> WheelsError {
+    WheelsError(e.to_string())
+}
+
+impl Wheels for ServoWheels {
+    #[inline]
+    fn drive(&mut self, steering: f32, throttle: f32) -> Result<Pulses, WheelsError> {
+        self.driver.drive(steering, throttle).map_err(werr)
+    }
+
+    fn pulses(
+        &mut self,
+        steering_ns: Option<u32>,
+        throttle_ns: Option<u32>,
+    ) -> Result<Pulses, WheelsError> {
+        let n = self.driver.calibration().neutral();
+        self.driver
+            .raw_pulse(Channel::Steering, steering_ns.unwrap_or(n.steering_ns))
+            .map_err(werr)?;
+        self.driver
+            .raw_pulse(Channel::Throttle, throttle_ns.unwrap_or(n.throttle_ns))
+            .map_err(werr)?;
+        Ok(self.driver.last_pulses())
+    }
+
+    #[inline]
+    fn neutral(&mut self) -> Result<Pulses, WheelsError> {
+        self.driver.neutral().map_err(werr)
+    }
+
+    fn set_calibration(&mut self, cal: servo_driver::Calibration) -> Result<(), WheelsError> {
+        self.driver.set_calibration(cal).map_err(werr)
+    }
+
+    fn reload_calibration(&mut self) -> Result<(), WheelsError> {
+        let cal = self.actuator.load_calibration().map_err(werr)?;
+        self.driver.set_calibration(cal).map_err(werr)
+    }
+
+    fn backend(&self) -> &'static str {
+        self.driver.backend()
+    }
+}
+
+/// Loads models off the control thread and hands them over through the
+/// model queue; drops the models the loop hands back. A bad model never
+/// reaches the loop: the old one keeps driving and the status says why.
+pub struct ModelLoader {
+    tx: std::sync::mpsc::Sender<PathBuf>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl ModelLoader {
+    /// `frame_hint`: the camera's (width, height, format), to build the
+    /// preprocessor on this thread rather than on the loop's first frame.
+    pub fn start(
+        shared: Arc<Shared>,
+        backend: Backend,
+        frame_hint: Option<(u32, u32, PixelFormat)>,
+    ) -> std::io::Result<ModelLoader> {
+        let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+        let thread = std::thread::Builder::new()
+            .name("model-loader".into())
+            .spawn(move || loop {
+                // Old models handed back by the loop are freed here.
+                while shared.models_out.dequeue().is_some() {}
+                let path = match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                    Ok(p) => p,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                };
+                let shown = path.display().to_string();
+                update_status(&shared, |s| {
+                    s.state = ModelState::Loading;
+                    s.requested = Some(shown.clone());
+                    s.error = None;
+                });
+                let result = Model::load(&path, &backend)
+                    .map_err(|e| e.to_string())
+                    .and_then(|m| {
+                        let mut b = PolicyBrain::new(m);
+                        if let Some((w, h, f)) = frame_hint {
+                            b.prepare(w, h, f).map_err(|e| e.to_string())?;
+                        }
+                        Ok(b)
+                    });
+                match result {
+                    Ok(b) => {
+                        let backend = b.backend().to_string();
+                        if shared.models_in.enqueue(Box::new(b)).is_err() {
+                            update_status(&shared, |s| {
+                                s.state = ModelState::Error;
+                                s.error = Some("the control loop is busy swapping models; try again".into());
+                            });
+                        } else {
+                            tracing::info!(path = %shown, backend, "model loaded; swapping in");
+                            update_status(&shared, |s| {
+                                s.state = ModelState::Loaded;
+                                s.active = Some(shown.clone());
+                                s.error = None;
+                            });
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(path = %shown, %error, "model rejected; keeping the current one");
+                        update_status(&shared, |s| {
+                            s.state = ModelState::Error;
+                            s.error = Some(error);
+                        });
+                    }
+                }
+            })?;
+        Ok(ModelLoader {
+            tx,
+            _thread: thread,
+        })
+    }
+
+    /// Ask for a model to be loaded; returns at once.
+    pub fn request(&self, path: PathBuf) -> bool {
+        self.tx.send(path).is_ok()
+    }
+}
+
+pub fn update_status(shared: &Shared, f: impl FnOnce(&mut crate::commands::ModelStatus)) {
+    f(&mut shared.model_status.lock().unwrap_or_else(|e| e.into_inner()));
+}

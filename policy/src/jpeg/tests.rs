@@ -1,0 +1,444 @@
+//! Decoder tests against the `image` crate as the reference decoder.
+//!
+//! Reference = full decode by `image` (zune-jpeg) to RGB, BT.601 luma (the
+//! JPEG Y, and what OpenCV's BGR2GRAY gives the stock car), then the mean
+//! of each d x d area. Not `to_luma8`: that uses Rec.709 weights, a
+//! different gray. Tolerance: mean |error| < 2 levels, max <= 12. Both
+//! sides are lossy approximations of the same coefficients: the reference
+//! rounds Y, Cb, Cr and then R, G, B to integers and clamps, upsamples
+//! chroma, and uses an integer IDCT, while we average the exact float IDCT
+//! over the area and round once, so single pixels near strong edges differ
+//! by a few levels while the means agree to well under one level.
+
+use super::testenc::{encode, EncOpts};
+use super::*;
+
+/// A road-like test scene: sky/floor gradient, a dark track narrowing to
+/// the horizon with white edges and a dashed yellow centre line, red/white
+/// kerbs, and sensor noise. Channels: 3 = RGB, 1 = gray.
+pub(super) fn scene(w: usize, h: usize, channels: usize, seed: u32) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+    let mut noise = move || {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        (s % 17) as f32 - 8.0
+    };
+    let mut out = Vec::with_capacity(w * h * channels);
+    let horizon = h as f32 * 0.35;
+    for y in 0..h {
+        for x in 0..w {
+            let (fx, fy) = (x as f32, y as f32);
+            let mut rgb = if fy < horizon {
+                [150.0 + 60.0 * fy / horizon, 170.0, 200.0]
+            } else {
+                [70.0, 110.0 + 30.0 * (fy - horizon) / h as f32, 60.0]
+            };
+            if fy >= horizon {
+                let t = (fy - horizon) / (h as f32 - horizon);
+                let centre = w as f32 * (0.5 + 0.1 * (t * 3.0).sin());
+                let half = w as f32 * (0.05 + 0.4 * t);
+                let d = (fx - centre).abs();
+                if d < half {
+                    rgb = [60.0, 60.0, 65.0];
+                    if d < 2.0 + 4.0 * t && ((fy * 0.15 / (0.2 + t)) as i32) % 2 == 0 {
+                        rgb = [220.0, 200.0, 40.0];
+                    }
+                    if d > half * 0.92 {
+                        rgb = [235.0, 235.0, 235.0];
+                    }
+                } else if d < half * 1.1 {
+                    rgb = if ((fy / 6.0) as i32) % 2 == 0 {
+                        [200.0, 40.0, 40.0]
+                    } else {
+                        [230.0, 230.0, 230.0]
+                    };
+                }
+            }
+            let n = noise();
+            let px = rgb.map(|c| (c + n).clamp(0.0, 255.0) as u8);
+            if channels == 1 {
+                let g = 0.299 * px[0] as f32 + 0.587 * px[1] as f32 + 0.114 * px[2] as f32;
+                out.push(g.round() as u8);
+            } else {
+                out.extend_from_slice(&px);
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn encode_with_image(pixels: &[u8], w: u32, h: u32, channels: usize, q: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    let color = if channels == 1 {
+        image::ExtendedColorType::L8
+    } else {
+        image::ExtendedColorType::Rgb8
+    };
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q)
+        .encode(pixels, w, h, color)
+        .unwrap();
+    out
+}
+
+/// Full decode by `image`, BT.601 luma, d x d area mean.
+pub(super) fn reference(jpeg: &[u8], d: usize) -> (Vec<u8>, usize, usize) {
+    let img = image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg).unwrap();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let gray: Vec<f32> = match img {
+        image::DynamicImage::ImageLuma8(g) => g.into_raw().into_iter().map(|v| v as f32).collect(),
+        other => other
+            .to_rgb8()
+            .pixels()
+            .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
+            .collect(),
+    };
+    let (ow, oh) = (w.div_ceil(d), h.div_ceil(d));
+    let mut out = vec![0u8; ow * oh];
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let (mut s, mut n) = (0f32, 0f32);
+            for y in oy * d..(oy * d + d).min(h) {
+                for x in ox * d..(ox * d + d).min(w) {
+                    s += gray[y * w + x];
+                    n += 1.0;
+                }
+            }
+            out[oy * ow + ox] = (s / n).round() as u8;
+        }
+    }
+    (out, ow, oh)
+}
+
+fn decode(jpeg: &[u8], scale: Scale) -> (Vec<u8>, FrameInfo) {
+    let mut dec = JpegDecoder::new();
+    let (w, h, _) = read_header(jpeg).unwrap();
+    let (ow, oh) = scale.output_size(w, h);
+    let mut out = vec![0u8; (ow * oh) as usize];
+    let info = dec.decode_gray_scaled(jpeg, scale, &mut out).unwrap();
+    (out, info)
+}
+
+/// (mean |error|, max |error|)
+fn errors(a: &[u8], b: &[u8]) -> (f64, u8) {
+    assert_eq!(a.len(), b.len());
+    let sum: u64 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
+    let max = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+    (sum as f64 / a.len() as f64, max)
+}
+
+const MAE_LIMIT: f64 = 2.0;
+const MAX_LIMIT: u8 = 12;
+
+fn check_against_reference(jpeg: &[u8], what: &str) {
+    for scale in Scale::ALL {
+        let (got, info) = decode(jpeg, scale);
+        let (want, ow, oh) = reference(jpeg, scale.denominator() as usize);
+        assert_eq!((info.out_width as usize, info.out_height as usize), (ow, oh));
+        let (mae, max) = errors(&got, &want);
+        assert!(
+            mae < MAE_LIMIT && max <= MAX_LIMIT,
+            "{what} {scale:?}: mean error {mae:.3}, max {max}"
+        );
+    }
+}
+
+#[test]
+fn image_encoder_444_all_scales_sizes_qualities() {
+    for (w, h) in [(640, 480), (320, 240), (64, 48)] {
+        let rgb = scene(w, h, 3, 1);
+        for q in [50, 75, 90, 100] {
+            let jpeg = encode_with_image(&rgb, w as u32, h as u32, 3, q);
+            check_against_reference(&jpeg, &format!("4:4:4 {w}x{h} q{q}"));
+            let (_, info) = decode(&jpeg, Scale::Quarter);
+            assert_eq!((info.components, info.luma_sampling), (3, (1, 1)));
+        }
+    }
+}
+
+#[test]
+fn grayscale_jpeg_all_scales() {
+    for (w, h) in [(640, 480), (96, 72)] {
+        let g = scene(w, h, 1, 2);
+        for q in [60, 95] {
+            let jpeg = encode_with_image(&g, w as u32, h as u32, 1, q);
+            check_against_reference(&jpeg, &format!("gray {w}x{h} q{q}"));
+            assert_eq!(decode(&jpeg, Scale::Full).1.components, 1);
+        }
+    }
+}
+
+/// Sizes that are not whole blocks or MCUs: the last output row/column
+/// averages a partial area.
+#[test]
+fn odd_sizes() {
+    for (w, h) in [(203, 157), (17, 9), (1, 1)] {
+        let rgb = scene(w, h, 3, 3);
+        let jpeg = encode_with_image(&rgb, w as u32, h as u32, 3, 85);
+        check_against_reference(&jpeg, &format!("{w}x{h}"));
+        let jpeg = encode(&rgb, w, h, 3, EncOpts::default());
+        check_against_reference(&jpeg, &format!("4:2:0 {w}x{h}"));
+    }
+}
+
+#[test]
+fn chroma_subsampling_420_422_444() {
+    let (w, h) = (320, 240);
+    let rgb = scene(w, h, 3, 4);
+    for (lh, lv) in [(2, 2), (2, 1), (1, 1), (1, 2)] {
+        for q in [70, 90] {
+            let o = EncOpts {
+                quality: q,
+                luma_h: lh,
+                luma_v: lv,
+                ..Default::default()
+            };
+            let jpeg = encode(&rgb, w, h, 3, o);
+            check_against_reference(&jpeg, &format!("{lh}x{lv} q{q}"));
+            assert_eq!(decode(&jpeg, Scale::Quarter).1.luma_sampling, (lh, lv));
+        }
+    }
+}
+
+/// Restart markers change the bitstream, not the coefficients: output must
+/// be identical to the same image without them, for intervals that do and
+/// do not divide the MCU row.
+#[test]
+fn restart_markers() {
+    let (w, h) = (200, 120);
+    let rgb = scene(w, h, 3, 5);
+    for (lh, lv) in [(2, 1), (2, 2)] {
+        let base = EncOpts {
+            luma_h: lh,
+            luma_v: lv,
+            ..Default::default()
+        };
+        let plain = encode(&rgb, w, h, 3, base);
+        for restart in [1, 3, 13, 1000] {
+            let jpeg = encode(&rgb, w, h, 3, EncOpts { restart, ..base });
+            assert!(jpeg.windows(2).any(|p| p == [0xFF, 0xDD]));
+            if restart < 100 {
+                assert!(jpeg.windows(2).any(|p| p == [0xFF, 0xD0]));
+            }
+            for scale in Scale::ALL {
+                assert_eq!(
+                    decode(&jpeg, scale).0,
+                    decode(&plain, scale).0,
+                    "restart {restart} {scale:?}"
+                );
+            }
+            check_against_reference(&jpeg, &format!("restart {restart}"));
+        }
+    }
+}
+
+/// UVC MJPEG frames carry no DHT: Annex K tables are implied.
+#[test]
+fn missing_dht_uses_annex_k_tables() {
+    let (w, h) = (160, 120);
+    let rgb = scene(w, h, 3, 6);
+    let o = EncOpts {
+        luma_h: 2,
+        luma_v: 1,
+        restart: 4,
+        ..Default::default()
+    };
+    let with = encode(&rgb, w, h, 3, o);
+    let without = encode(&rgb, w, h, 3, EncOpts { dht: false, ..o });
+    assert!(!without.windows(2).any(|p| p == [0xFF, 0xC4]));
+    // One decoder for both orders: tables from a DHT frame must not leak into
+    // the next frame, and defaults must not stick after a DHT frame.
+    let mut dec = JpegDecoder::new();
+    let mut a = vec![0u8; 40 * 30];
+    let mut b = vec![0u8; 40 * 30];
+    for _ in 0..2 {
+        dec.decode_gray_scaled(&with, Scale::Quarter, &mut a).unwrap();
+        dec.decode_gray_scaled(&without, Scale::Quarter, &mut b).unwrap();
+        assert_eq!(a, b);
+    }
+    check_against_reference(&with, "with DHT");
+}
+
+/// Our Annex K tables are the ones the `image` encoder writes (it writes
+/// the standard tables in DHT segments).
+#[test]
+fn annex_k_tables_match_image_encoder() {
+    let rgb = scene(16, 16, 3, 7);
+    let jpeg = encode_with_image(&rgb, 16, 16, 3, 80);
+    let mut pos = 2;
+    let mut seen = 0;
+    loop {
+        let (code, seg, next) = next_segment(&jpeg, pos).unwrap();
+        if code == 0xDA {
+            break;
+        }
+        if code == 0xC4 {
+            let (tc, th) = (seg[0] >> 4, (seg[0] & 15) as usize);
+            let (counts, vals) = if tc == 0 { STD_DC[th] } else { STD_AC[th] };
+            assert_eq!(&seg[1..17], &counts, "class {tc} id {th}");
+            assert_eq!(&seg[17..], vals, "class {tc} id {th}");
+            seen += 1;
+        }
+        pos = next;
+    }
+    assert_eq!(seen, 4);
+}
+
+/// A scan holding only chroma comes first and must be skipped.
+#[test]
+fn separate_scans_per_component() {
+    let (w, h) = (96, 64);
+    let rgb = scene(w, h, 3, 8);
+    let o = EncOpts::default();
+    let inter = encode(&rgb, w, h, 3, o);
+    let sep = encode(&rgb, w, h, 3, EncOpts { separate_scans: true, restart: 5, ..o });
+    for scale in Scale::ALL {
+        assert_eq!(decode(&sep, scale).0, decode(&inter, scale).0, "{scale:?}");
+    }
+}
+
+#[test]
+fn truncated_input_is_an_error() {
+    let rgb = scene(320, 240, 3, 9);
+    let jpeg = encode(&rgb, 320, 240, 3, EncOpts::default());
+    let sos = jpeg.windows(2).position(|p| p == [0xFF, 0xDA]).unwrap();
+    let mut dec = JpegDecoder::new();
+    let mut out = vec![0u8; 80 * 60];
+    for cut in [1, 3, 20, sos + 4, sos + 40, jpeg.len() / 2, jpeg.len() - 40] {
+        let r = dec.decode_gray_scaled(&jpeg[..cut], Scale::Quarter, &mut out);
+        assert!(
+            matches!(r, Err(JpegError::Truncated(_)) | Err(JpegError::NotJpeg)),
+            "cut at {cut} of {}: {r:?}",
+            jpeg.len()
+        );
+    }
+    // A frame whose scan is complete but whose EOI was lost (some webcams)
+    // still decodes.
+    let r = dec.decode_gray_scaled(&jpeg[..jpeg.len() - 2], Scale::Quarter, &mut out);
+    assert!(r.is_ok(), "{r:?}");
+    // Same frame, restart markers, cut mid-way: still an error, not a hang.
+    let jpeg = encode(&rgb, 320, 240, 3, EncOpts { restart: 2, ..Default::default() });
+    let r = dec.decode_gray_scaled(&jpeg[..jpeg.len() / 2], Scale::Quarter, &mut out);
+    assert!(matches!(r, Err(JpegError::Truncated(_))), "{r:?}");
+}
+
+/// Returns `jpeg` with the SOF0 marker code replaced.
+fn with_sof(jpeg: &[u8], code: u8) -> Vec<u8> {
+    let mut j = jpeg.to_vec();
+    let i = j.windows(2).position(|p| p == [0xFF, 0xC0]).unwrap();
+    j[i + 1] = code;
+    j
+}
+
+#[test]
+fn unsupported_formats_are_refused_clearly() {
+    let rgb = scene(32, 32, 3, 10);
+    let jpeg = encode_with_image(&rgb, 32, 32, 3, 80);
+    let mut dec = JpegDecoder::new();
+    let mut out = vec![0u8; 32 * 32];
+    let mut run = |j: &[u8]| dec.decode_gray_scaled(j, Scale::Full, &mut out);
+    use Unsupported::*;
+    let cases = [
+        (with_sof(&jpeg, 0xC2), Progressive),
+        (with_sof(&jpeg, 0xC9), Arithmetic(9)),
+        (with_sof(&jpeg, 0xCA), Arithmetic(10)),
+        (with_sof(&jpeg, 0xC3), Process(3)),
+    ];
+    for (j, want) in cases {
+        let e = run(&j).unwrap_err();
+        assert_eq!(e, JpegError::Unsupported(want));
+        assert!(e.is_unsupported());
+        assert!(e.to_string().starts_with("unsupported JPEG: "), "{e}");
+    }
+    // 12-bit precision: the SOF's first payload byte.
+    let mut j = jpeg.clone();
+    let i = j.windows(2).position(|p| p == [0xFF, 0xC0]).unwrap();
+    j[i + 4] = 12;
+    assert_eq!(run(&j), Err(JpegError::Unsupported(Precision(12))));
+    // CMYK-like 4 components.
+    let mut j = jpeg.clone();
+    j[i + 9] = 4;
+    assert_eq!(run(&j), Err(JpegError::Unsupported(Components(4))));
+    // RGB JPEG (component ids R, G, B).
+    let mut j = jpeg.clone();
+    for (c, id) in [b'R', b'G', b'B'].iter().enumerate() {
+        j[i + 10 + 3 * c] = *id;
+    }
+    let sos = j.windows(2).position(|p| p == [0xFF, 0xDA]).unwrap();
+    for (c, id) in [b'R', b'G', b'B'].iter().enumerate() {
+        j[sos + 5 + 2 * c] = *id;
+    }
+    assert_eq!(run(&j), Err(JpegError::Unsupported(RgbColour)));
+    let e = run(b"\x89PNG\r\n").unwrap_err();
+    assert_eq!(e, JpegError::NotJpeg);
+    assert!(!e.is_unsupported());
+}
+
+#[test]
+fn output_buffer_too_small() {
+    let jpeg = encode_with_image(&scene(64, 48, 3, 11), 64, 48, 3, 80);
+    let mut out = vec![0u8; 16 * 12 - 1];
+    let e = JpegDecoder::new()
+        .decode_gray_scaled(&jpeg, Scale::Quarter, &mut out)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        JpegError::OutputTooSmall {
+            width: 16,
+            height: 12,
+            needed: 192,
+            got: 191
+        }
+    );
+}
+
+/// Damaged entropy data (bit flips, as on a flaky USB link) must give an
+/// error or a picture, never a panic or a hang.
+#[test]
+fn corrupted_data_never_panics() {
+    let rgb = scene(160, 120, 3, 12);
+    let jpeg = encode(&rgb, 160, 120, 3, EncOpts { restart: 3, ..Default::default() });
+    let mut dec = JpegDecoder::new();
+    let mut out = vec![0u8; 160 * 120];
+    let mut s = 99u32;
+    for _ in 0..500 {
+        let mut j = jpeg.clone();
+        for _ in 0..4 {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            let i = (s >> 8) as usize % j.len();
+            j[i] ^= 1 << (s % 8);
+        }
+        for scale in Scale::ALL {
+            let _ = dec.decode_gray_scaled(&j, scale, &mut out);
+        }
+    }
+    // The decoder still works after all that.
+    let (want, _) = decode(&jpeg, Scale::Quarter);
+    let info = dec.decode_gray_scaled(&jpeg, Scale::Quarter, &mut out).unwrap();
+    assert_eq!(&out[..(info.out_width * info.out_height) as usize], &want[..]);
+}
+
+#[test]
+fn scale_for_target_and_header() {
+    assert_eq!(Scale::for_target(640, 480, 160, 120), Scale::Quarter);
+    assert_eq!(Scale::for_target(640, 480, 161, 120), Scale::Half);
+    assert_eq!(Scale::for_target(640, 480, 80, 60), Scale::Eighth);
+    assert_eq!(Scale::for_target(640, 480, 84, 84), Scale::Quarter);
+    assert_eq!(Scale::for_target(640, 480, 640, 480), Scale::Full);
+    assert_eq!(Scale::for_target(640, 480, 1280, 960), Scale::Full);
+    assert_eq!(Scale::Quarter.output_size(203, 157), (51, 40));
+    let jpeg = encode_with_image(&scene(203, 157, 3, 13), 203, 157, 3, 80);
+    assert_eq!(read_header(&jpeg), Ok((203, 157, 3)));
+    assert_eq!(read_header(&with_sof(&jpeg, 0xC2)), Ok((203, 157, 3)));
+    assert_eq!(read_header(&jpeg[..30]), Err(JpegError::Truncated("a header segment")));
+    assert_eq!(read_header(b"GIF89a"), Err(JpegError::NotJpeg));
+}
+
+/// The decoder only reads the coefficients the scaled IDCT uses.
+#[test]
+fn need_masks() {
+    assert_eq!(need_mask(Scale::Full), u64::MAX);
+    assert_eq!(need_mask(Scale::Half).count_ones(), 49);
+    assert_eq!(need_mask(Scale::Quarter).count_ones(), 25);
+    assert_eq!(need_mask(Scale::Eighth), 1);
+}

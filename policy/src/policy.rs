@@ -1,0 +1,352 @@
+//! A ready-to-run network: fixed input spec, fixed output length, `infer`.
+
+use crate::backend::{Backend, BackendKind};
+use crate::metadata::{ModelMetadata, Sensor, TrainingAlgorithm};
+use crate::model::ModelError;
+use crate::preprocess::{InputSpec, Layout};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
+use ort::value::Tensor as OrtTensor;
+use std::sync::Arc;
+use tract_tensorflow::prelude::*;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("input has {got} values, the model needs {want}")]
+    InputSize { got: usize, want: usize },
+    #[error("output buffer has {got} values, the model produces {want}")]
+    OutputSize { got: usize, want: usize },
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+struct OrtRunner {
+    session: Session,
+    input: OrtTensor<f32>,
+    /// ONNX Runtime writes into a preallocated output tensor; tract's `ort`
+    /// shim ignores preallocated outputs, so it runs without.
+    run_options: Option<RunOptions<HasSelectedOutputs>>,
+}
+
+type TfPlan = Arc<TypedSimplePlan>;
+
+struct TfRunner {
+    state: TypedSimpleState,
+    shape: [usize; 4],
+    _plan: TfPlan,
+}
+
+enum Runner {
+    Ort(OrtRunner),
+    Tf(TfRunner),
+}
+
+/// One model, loaded and optimised, with its input and output sizes fixed.
+pub struct Policy {
+    runner: Runner,
+    spec: InputSpec,
+    output_len: usize,
+    backend: &'static str,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("spec", &self.spec)
+            .field("output_len", &self.output_len)
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+/// Decide NCHW or NHWC from a rank-4 shape with batch first.
+pub fn spec_from_shape(dims: &[i64]) -> Result<InputSpec, String> {
+    if dims.len() != 4 {
+        return Err(format!(
+            "has shape {dims:?}; expected an image [1,C,H,W] or [1,H,W,C]"
+        ));
+    }
+    if dims[0] > 1 {
+        return Err(format!("has batch size {} (shape {dims:?}); expected 1 or dynamic", dims[0]));
+    }
+    let is_c = |d: i64| d == 1 || d == 3;
+    let (layout, c, h, w) = if is_c(dims[3]) && !is_c(dims[1]) {
+        (Layout::Nhwc, dims[3], dims[1], dims[2])
+    } else if is_c(dims[1]) && !is_c(dims[3]) {
+        (Layout::Nchw, dims[1], dims[2], dims[3])
+    } else if is_c(dims[3]) {
+        // Both could be channels (a 1- or 3-pixel-high image is no camera
+        // frame): TensorFlow-born models are NHWC, so lean that way.
+        (Layout::Nhwc, dims[3], dims[1], dims[2])
+    } else {
+        return Err(format!(
+            "has shape {dims:?}; expected 1 or 3 channels in NCHW [1,C,H,W] or NHWC [1,H,W,C]"
+        ));
+    };
+    if h <= 0 || w <= 0 {
+        return Err(format!("has a dynamic height or width (shape {dims:?}); the model must fix its image size"));
+    }
+    Ok(InputSpec {
+        layout,
+        width: w as usize,
+        height: h as usize,
+        channels: c as usize,
+        scale: 1.0,
+    })
+}
+
+impl Policy {
+    pub(crate) fn from_onnx(bytes: &[u8], file: &str, backend: &Backend) -> Result<Policy, ModelError> {
+        let gerr = |m: String| ModelError::Graph {
+            file: file.to_string(),
+            message: m,
+        };
+        let kind = backend.kind();
+        let builder = Session::builder(backend.environment()).map_err(|e| gerr(e.to_string()))?;
+        // tract only optimises the graph when the level is not DISABLE_ALL
+        // (5x faster); for ONNX Runtime Level3 is its full optimisation.
+        let builder = builder
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| gerr(e.to_string()))?;
+        let mut builder = if kind == BackendKind::OnnxRuntime {
+            // One core for inference: the car's other core runs the camera,
+            // web server and recorder; a thread pool would also add jitter.
+            builder
+                .with_intra_threads(1)
+                .and_then(|b| b.with_inter_threads(1))
+                .and_then(|b| b.with_intra_op_spinning(false))
+                .map_err(|e| gerr(e.to_string()))?
+        } else {
+            builder
+        };
+        let session = builder.commit_from_memory(bytes).map_err(|e| gerr(e.to_string()))?;
+        if session.inputs().len() != 1 {
+            return Err(ModelError::Input {
+                file: file.into(),
+                message: format!("count is {}; a camera model has exactly one input", session.inputs().len()),
+            });
+        }
+        if session.outputs().is_empty() {
+            return Err(gerr("the graph has no outputs".into()));
+        }
+        let dims: Vec<i64> = session.inputs()[0]
+            .dtype()
+            .tensor_shape()
+            .map(|s| s.iter().copied().collect())
+            .ok_or_else(|| ModelError::Input {
+                file: file.into(),
+                message: "is not a tensor".into(),
+            })?;
+        let spec = spec_from_shape(&dims).map_err(|m| ModelError::Input {
+            file: file.into(),
+            message: m,
+        })?;
+        let shape = spec.shape();
+        let input = OrtTensor::<f32>::from_array((shape, vec![0f32; spec.len()].into_boxed_slice()))
+            .map_err(|e| gerr(e.to_string()))?;
+        let out_dims: Option<Vec<i64>> = session.outputs()[0]
+            .dtype()
+            .tensor_shape()
+            .map(|s| s.iter().copied().collect());
+        let run_options = match (kind, out_dims) {
+            (BackendKind::OnnxRuntime, Some(d)) if d.iter().all(|&x| x > 0 || x == -1) => {
+                let d: Vec<i64> = d.iter().map(|&x| if x == -1 { 1 } else { x }).collect();
+                let n: i64 = d.iter().product();
+                let out = OrtTensor::<f32>::from_array((d, vec![0f32; n as usize].into_boxed_slice()))
+                    .map_err(|e| gerr(e.to_string()))?;
+                let name = session.outputs()[0].name().to_string();
+                let ro = RunOptions::new()
+                    .map_err(|e| gerr(e.to_string()))?
+                    .with_outputs(OutputSelector::no_default().with(name.clone()).preallocate(name, out));
+                Some(ro)
+            }
+            _ => None,
+        };
+        Ok(Policy {
+            runner: Runner::Ort(OrtRunner {
+                session,
+                input,
+                run_options,
+            }),
+            spec,
+            output_len: 0,
+            backend: kind.name(),
+        })
+    }
+
+    pub(crate) fn from_tensorflow(
+        bytes: &[u8],
+        file: &str,
+        metadata: &ModelMetadata,
+        sensor: &Sensor,
+    ) -> Result<Policy, ModelError> {
+        let gerr = |m: String| ModelError::Graph {
+            file: file.to_string(),
+            message: m,
+        };
+        let mut tf = tract_tensorflow::tensorflow();
+        // Only the training graph uses StopGradient; at inference it is the
+        // identity, and tract does not know it.
+        tf.op_register.insert("StopGradient", |_, _| {
+            Ok(Box::new(tract_tensorflow::tract_hir::ops::identity::Identity))
+        });
+        let graph = tf
+            .proto_model_for_read(&mut &bytes[..])
+            .map_err(|e| gerr(format!("not a TensorFlow frozen graph: {e}")))?;
+        let mut model = tf.model_for_proto_model(&graph).map_err(|e| gerr(format!("{e:#}")))?;
+        drop(graph);
+        let agent = match metadata.training_algorithm {
+            TrainingAlgorithm::ClippedPpo => "main",
+            TrainingAlgorithm::Sac => "policy",
+        };
+        let s = sensor.as_str();
+        let input_name = format!("main_level/agent/{agent}/online/network_0/{s}/{s}");
+        let input_name = if model.node_by_name(&input_name).is_ok() {
+            input_name
+        } else {
+            // Some exports name the sensor input differently; take the one
+            // placeholder under network_0 if there is exactly one.
+            let cands: Vec<String> = model
+                .nodes()
+                .iter()
+                .filter(|n| n.op_is::<tract_tensorflow::tract_hir::ops::source::Source>())
+                .filter(|n| n.name.contains("/online/network_0/"))
+                .map(|n| n.name.clone())
+                .collect();
+            if cands.len() != 1 {
+                return Err(ModelError::Input {
+                    file: file.into(),
+                    message: format!("node \"{input_name}\" is not in the graph (placeholders under network_0: {cands:?})"),
+                });
+            }
+            cands[0].clone()
+        };
+        let output_name = {
+            let want = format!("main_level/agent/{agent}/online/network_1/ppo_head_0/policy");
+            if model.node_by_name(&want).is_ok() {
+                want
+            } else {
+                let cands: Vec<String> = model
+                    .nodes()
+                    .iter()
+                    .filter(|n| n.name.contains("/online/network_1/") && n.name.ends_with("/policy"))
+                    .map(|n| n.name.clone())
+                    .collect();
+                if cands.len() != 1 {
+                    return Err(gerr(format!(
+                        "output \"{want}\" is not in the graph (candidates: {cands:?})"
+                    )));
+                }
+                cands[0].clone()
+            }
+        };
+        let channels = if *sensor == Sensor::StereoCameras { 2 } else { 1 };
+        let spec = InputSpec {
+            layout: Layout::Nhwc,
+            width: 160,
+            height: 120,
+            channels,
+            scale: 1.0,
+        };
+        let shape = spec.shape();
+        model = model
+            .with_input_names([input_name.as_str()])
+            .and_then(|m| m.with_output_names([output_name.as_str()]))
+            .map_err(|e| gerr(format!("{e:#}")))?;
+        model
+            .set_input_fact(0, f32::fact(shape).into())
+            .map_err(|e| gerr(format!("{e:#}")))?;
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| gerr(format!("{e:#}")))?;
+        let state = TypedSimpleState::new(&plan).map_err(|e| gerr(format!("{e:#}")))?;
+        Ok(Policy {
+            runner: Runner::Tf(TfRunner {
+                state,
+                shape,
+                _plan: plan,
+            }),
+            spec,
+            output_len: 0,
+            backend: "tract-tensorflow",
+        })
+    }
+
+    /// Run once on zeros and record the output length.
+    pub(crate) fn warm_up(&mut self) -> Result<usize, PolicyError> {
+        let input = vec![0f32; self.spec.len()];
+        let n = self.run_raw(&input, None)?;
+        self.output_len = n;
+        let mut out = vec![0f32; n];
+        self.infer(&input, &mut out)?;
+        Ok(n)
+    }
+
+    pub fn input_spec(&self) -> &InputSpec {
+        &self.spec
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.output_len
+    }
+
+    /// "onnxruntime", "tract" or "tract-tensorflow".
+    pub fn backend_name(&self) -> &'static str {
+        self.backend
+    }
+
+    /// Run the network. `input` has `input_spec().len()` values in the
+    /// model's layout; `output` receives `output_len()` values.
+    pub fn infer(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), PolicyError> {
+        if output.len() != self.output_len {
+            return Err(PolicyError::OutputSize {
+                got: output.len(),
+                want: self.output_len,
+            });
+        }
+        self.run_raw(input, Some(output)).map(|_| ())
+    }
+
+    fn run_raw(&mut self, input: &[f32], output: Option<&mut [f32]>) -> Result<usize, PolicyError> {
+        if input.len() != self.spec.len() {
+            return Err(PolicyError::InputSize {
+                got: input.len(),
+                want: self.spec.len(),
+            });
+        }
+        let fail = |e: &dyn std::fmt::Display| PolicyError::Run(e.to_string());
+        match &mut self.runner {
+            Runner::Ort(r) => {
+                r.input.extract_tensor_mut().1.copy_from_slice(input);
+                let outputs = match &r.run_options {
+                    Some(ro) => r.session.run_with_options(ort::inputs![&r.input], ro),
+                    None => r.session.run(ort::inputs![&r.input]),
+                }
+                .map_err(|e| fail(&e))?;
+                let (_, data) = outputs[0].try_extract_tensor::<f32>().map_err(|e| fail(&e))?;
+                copy_out(data, output)
+            }
+            Runner::Tf(r) => {
+                let t = tract_tensorflow::prelude::Tensor::from_shape(&r.shape, input).map_err(|e| fail(&e))?;
+                let out = r.state.run(tvec![t.into()]).map_err(|e| fail(&e))?;
+                let data = out[0].as_slice::<f32>().map_err(|e| fail(&e))?;
+                copy_out(data, output)
+            }
+        }
+    }
+}
+
+fn copy_out(data: &[f32], output: Option<&mut [f32]>) -> Result<usize, PolicyError> {
+    if let Some(o) = output {
+        if o.len() != data.len() {
+            return Err(PolicyError::OutputSize {
+                got: o.len(),
+                want: data.len(),
+            });
+        }
+        o.copy_from_slice(data);
+    }
+    Ok(data.len())
+}
+

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Suite "aarch64": builds the daemon's crates (sim, servo-driver, policy,
+# car-runtime, web-ui; not the trainer) for aarch64 exactly as the arm64
+# package is built (Debian's rustc-web, zig linking against glibc 2.31,
+# release profile, same target dir, so the package build after it reuses the
+# dependencies) and runs their unit tests under qemu-aarch64-static, the
+# runner set in .cargo/config.toml. Exit 0 pass, 77 skipped (reason printed),
+# else fail.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/package.sh
+. scripts/lib.sh
+
+[ "$(id -u)" -eq 0 ] || { echo "skipped: needs root to install the arm64 toolchain (dpkg --add-architecture arm64)"; exit 77; }
+ensure_cargo || exit 1
+pkg_ensure_zigbuild || { echo "skipped: cannot install cargo-zigbuild and ziglang from PyPI"; exit 77; }
+pkg_ensure_arm64_toolchain || { echo "skipped: cannot install rustc-web, libstd-rust-web-dev:arm64, gcc-aarch64-linux-gnu, qemu-user-static from Debian"; exit 77; }
+pkg_aarch64_env
+echo "rustc: $($RUSTC --version), cargo: $($CARGO --version), target dir: $CARGO_TARGET_DIR"
+
+crates=(sim servo-driver policy car-runtime web-ui)
+args=()
+for c in "${crates[@]}"; do args+=(-p "$c"); done
+
+t0=$SECONDS
+# --no-run first so build time and test time are reported apart.
+cargo-zigbuild test --release --locked --no-run --target "aarch64-unknown-linux-gnu.$GLIBC_CEILING" "${args[@]}" --lib --bins || {
+  echo "FAIL: aarch64 build of ${crates[*]}" >&2; exit 1; }
+echo "aarch64 build took $((SECONDS - t0))s"
+t1=$SECONDS
+cargo-zigbuild test --release --locked --target "aarch64-unknown-linux-gnu.$GLIBC_CEILING" "${args[@]}" --lib --bins
+rc=$?
+echo "aarch64 tests under qemu took $((SECONDS - t1))s"
+exit $rc

@@ -1,0 +1,683 @@
+//! PCA9685 16-channel PWM board over I2C (the DonkeyCar / JetRacer wiring).
+//!
+//! Only SMBus byte-data transfers are used (read/write one register per
+//! transaction), so the backend works on any Linux `i2c-dev` bus, including
+//! the kernel's `i2c-stub` and adapters without plain I2C support. With byte
+//! transfers the chip's auto-increment buys nothing; it is still enabled so
+//! other tools that use block transfers keep working.
+//!
+//! The register logic talks to a [`SmbusDevice`]; [`LinuxI2c`] is the real
+//! bus, [`Pca9685Model`] an in-memory model of the chip (registers, MODE1
+//! sleep/restart semantics, PRE_SCALE writable only while asleep) that the
+//! tests drive.
+//!
+//! Caveat of byte writes: a channel's 12-bit OFF count is two registers and
+//! the chip latches each write at the end of a PWM period, so when both bytes
+//! change one period may carry the mixed value. [`Pca9685`] orders the two
+//! writes so that mixed value is the one nearer the old/new range (and the
+//! shorter one on a tie: a too-short pulse is ignored by servos and ESCs).
+
+use crate::calibration::Calibration;
+use crate::config::Pca9685Config;
+use crate::{Actuator, ActuatorError, EmergencyNeutral, Pulses};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const MODE1: u8 = 0x00;
+pub const MODE2: u8 = 0x01;
+pub const LED0_ON_L: u8 = 0x06;
+pub const ALL_LED_ON_L: u8 = 0xFA;
+pub const PRE_SCALE: u8 = 0xFE;
+
+pub const MODE1_RESTART: u8 = 0x80;
+pub const MODE1_AI: u8 = 0x20;
+pub const MODE1_SLEEP: u8 = 0x10;
+pub const MODE1_ALLCALL: u8 = 0x01;
+/// Totem-pole outputs: what servos and ESCs expect.
+pub const MODE2_OUTDRV: u8 = 0x04;
+
+/// Nominal internal oscillator.
+pub const DEFAULT_OSCILLATOR_HZ: u32 = 25_000_000;
+/// Oscillator start-up time after SLEEP is cleared (datasheet: 500 us).
+pub const OSC_STARTUP: Duration = Duration::from_micros(500);
+
+/// First register of channel `ch` (ON_L; then ON_H, OFF_L, OFF_H).
+pub fn channel_base(ch: u8) -> u8 {
+    LED0_ON_L + 4 * ch
+}
+
+/// PRE_SCALE = round(osc / (4096 * freq)) - 1, limited to the chip's 3..=255.
+pub fn prescale_for(oscillator_hz: u32, frequency_hz: f64) -> u8 {
+    let p = (oscillator_hz as f64 / (4096.0 * frequency_hz)).round() - 1.0;
+    p.clamp(3.0, 255.0) as u8
+}
+
+/// Length of one of the 4096 counts at this prescale, in ns.
+pub fn tick_ns(oscillator_hz: u32, prescale: u8) -> f64 {
+    (prescale as f64 + 1.0) * 1e9 / oscillator_hz as f64
+}
+
+/// OFF count (with ON = 0) for a pulse width.
+#[inline]
+pub fn counts_for(pulse_ns: u32, tick_ns: f64) -> u16 {
+    ((pulse_ns as f64 / tick_ns).round() as i64).clamp(0, 4095) as u16
+}
+
+/// One SMBus device at a fixed address: byte-data reads and writes.
+pub trait SmbusDevice: Send {
+    fn read_byte_data(&mut self, reg: u8) -> io::Result<u8>;
+    fn write_byte_data(&mut self, reg: u8, value: u8) -> io::Result<()>;
+    /// For error messages: "/dev/i2c-1 @ 0x40".
+    fn describe(&self) -> String;
+}
+
+/// Opens a fresh handle on the same device (the emergency path must not
+/// share the control thread's handle).
+pub type DeviceFactory = Arc<dyn Fn() -> io::Result<Box<dyn SmbusDevice>> + Send + Sync>;
+
+// <linux/i2c-dev.h>, <linux/i2c.h>
+const I2C_SLAVE: u32 = 0x0703;
+const I2C_FUNCS: u32 = 0x0705;
+const I2C_SMBUS: u32 = 0x0720;
+const I2C_SMBUS_READ: u8 = 1;
+const I2C_SMBUS_WRITE: u8 = 0;
+const I2C_SMBUS_BYTE_DATA: u32 = 2;
+const I2C_FUNC_SMBUS_READ_BYTE_DATA: libc::c_ulong = 0x0008_0000;
+const I2C_FUNC_SMBUS_WRITE_BYTE_DATA: libc::c_ulong = 0x0010_0000;
+
+#[repr(C)]
+union I2cSmbusData {
+    byte: u8,
+    word: u16,
+    block: [u8; 34],
+}
+
+#[repr(C)]
+struct I2cSmbusIoctlData {
+    read_write: u8,
+    command: u8,
+    size: u32,
+    data: *mut I2cSmbusData,
+}
+
+/// A PCA9685 on a Linux `/dev/i2c-N` bus.
+pub struct LinuxI2c {
+    file: File,
+    bus: PathBuf,
+    address: u16,
+}
+
+impl LinuxI2c {
+    pub fn open(bus: &Path, address: u16) -> io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).open(bus)?;
+        let fd = file.as_raw_fd();
+        let mut funcs: libc::c_ulong = 0;
+        // SAFETY: I2C_FUNCS writes one unsigned long to the pointer we pass.
+        if unsafe { libc::ioctl(fd, I2C_FUNCS as libc::Ioctl, &mut funcs) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let need = I2C_FUNC_SMBUS_READ_BYTE_DATA | I2C_FUNC_SMBUS_WRITE_BYTE_DATA;
+        if funcs & need != need {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("adapter lacks SMBus byte-data transfers (functionality {funcs:#x})"),
+            ));
+        }
+        // SAFETY: I2C_SLAVE takes the address as the integer argument.
+        if unsafe { libc::ioctl(fd, I2C_SLAVE as libc::Ioctl, address as libc::c_ulong) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(LinuxI2c {
+            file,
+            bus: bus.to_path_buf(),
+            address,
+        })
+    }
+
+    fn smbus(&mut self, read_write: u8, reg: u8, data: &mut I2cSmbusData) -> io::Result<()> {
+        let mut args = I2cSmbusIoctlData {
+            read_write,
+            command: reg,
+            size: I2C_SMBUS_BYTE_DATA,
+            data,
+        };
+        // SAFETY: args and data live on our stack for the duration of the call.
+        let r = unsafe { libc::ioctl(self.file.as_raw_fd(), I2C_SMBUS as libc::Ioctl, &mut args) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl SmbusDevice for LinuxI2c {
+    fn read_byte_data(&mut self, reg: u8) -> io::Result<u8> {
+        let mut data = I2cSmbusData { block: [0; 34] };
+        self.smbus(I2C_SMBUS_READ, reg, &mut data)?;
+        // SAFETY: the kernel filled the byte member for a byte-data read.
+        Ok(unsafe { data.byte })
+    }
+
+    fn write_byte_data(&mut self, reg: u8, value: u8) -> io::Result<()> {
+        let mut data = I2cSmbusData { byte: value };
+        self.smbus(I2C_SMBUS_WRITE, reg, &mut data)
+    }
+
+    fn describe(&self) -> String {
+        format!("{} @ {:#04x}", self.bus.display(), self.address)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Pca9685Error {
+    #[error("{bus}: {source}{hint}")]
+    Open {
+        bus: String,
+        #[source]
+        source: io::Error,
+        hint: &'static str,
+    },
+    #[error("{device}: {what}: {source}")]
+    Bus {
+        device: String,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{device}: PRE_SCALE reads {got} after writing {want}: the chip did not accept it (not a PCA9685, or not asleep?)")]
+    PrescaleMismatch { device: String, want: u8, got: u8 },
+}
+
+fn open_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => " (no such bus: enable I2C, e.g. `dtparam=i2c_arm=on` on a Pi, and `modprobe i2c-dev`; check `ls /dev/i2c-*`)",
+        Some(libc::EACCES) | Some(libc::EPERM) => " (permission denied: add the service user to group `i2c`, or run as root)",
+        Some(libc::EBUSY) => " (address claimed by a kernel driver: unbind it, or pick another address)",
+        _ => "",
+    }
+}
+
+const UNKNOWN: u16 = 0xFFFF;
+
+/// The PCA9685 backend.
+pub struct Pca9685 {
+    dev: Box<dyn SmbusDevice>,
+    factory: DeviceFactory,
+    throttle_ch: u8,
+    steering_ch: u8,
+    tick_ns: f64,
+    prescale: u8,
+    /// Last OFF count written per channel (throttle, steering); the ON
+    /// registers are 0 from init on.
+    last_off: [u16; 2],
+}
+
+impl Pca9685 {
+    /// Open `/dev/i2c-N` per the `[actuator.pca9685]` table.
+    pub fn open_linux(cfg: &Pca9685Config, cal: &Calibration) -> Result<Self, Pca9685Error> {
+        let bus = cfg.bus.clone();
+        let address = cfg.address;
+        let factory: DeviceFactory = Arc::new(move || {
+            LinuxI2c::open(&bus, address).map(|d| Box::new(d) as Box<dyn SmbusDevice>)
+        });
+        Self::open_with(factory, cfg, cal).map_err(|e| match e {
+            Pca9685Error::Open { source, .. } => Pca9685Error::Open {
+                bus: format!("{} @ {:#04x}", cfg.bus.display(), cfg.address),
+                hint: open_hint(&source),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Open on any device the factory produces, initialise the chip and
+    /// put `cal`'s neutral on both channels.
+    pub fn open_with(
+        factory: DeviceFactory,
+        cfg: &Pca9685Config,
+        cal: &Calibration,
+    ) -> Result<Self, Pca9685Error> {
+        let mut dev = factory().map_err(|source| Pca9685Error::Open {
+            bus: cfg.bus.display().to_string(),
+            source,
+            hint: "",
+        })?;
+        let prescale = prescale_for(cfg.oscillator_hz, cfg.frequency_hz);
+        let tick = tick_ns(cfg.oscillator_hz, prescale);
+        let device = dev.describe();
+        let bus = |what: &str, source: io::Error| Pca9685Error::Bus {
+            device: device.clone(),
+            what: what.to_string(),
+            source,
+        };
+        let mode1 = dev
+            .read_byte_data(MODE1)
+            .map_err(|e| bus("read MODE1 (is a PCA9685 at this address?)", e))?;
+        let current_prescale = dev
+            .read_byte_data(PRE_SCALE)
+            .map_err(|e| bus("read PRE_SCALE", e))?;
+        let neutral = cal.neutral();
+        let counts = [
+            counts_for(neutral.throttle_ns, tick),
+            counts_for(neutral.steering_ns, tick),
+        ];
+        let channels = [cfg.throttle_channel, cfg.steering_channel];
+        let write = |dev: &mut Box<dyn SmbusDevice>, reg: u8, v: u8| {
+            dev.write_byte_data(reg, v)
+                .map_err(|e| bus(&format!("write register {reg:#04x}"), e))
+        };
+        // A chip that already runs at our frequency (e.g. `car-runtime
+        // neutral` after the daemon) is not put to sleep: that would drop
+        // pulses for no reason.
+        let warm = mode1 & MODE1_SLEEP == 0 && current_prescale == prescale;
+        if !warm {
+            // Sleep (oscillator off): the only state in which PRE_SCALE
+            // takes a write. RESTART written as 0 has no effect.
+            write(&mut dev, MODE1, MODE1_SLEEP | MODE1_AI | MODE1_ALLCALL)?;
+            write(&mut dev, PRE_SCALE, prescale)?;
+        }
+        write(&mut dev, MODE2, MODE2_OUTDRV)?;
+        // Neutral goes into the channel registers before the outputs run,
+        // so the first pulse after wake-up is already neutral.
+        for (ch, c) in channels.iter().zip(counts) {
+            let base = channel_base(*ch);
+            write(&mut dev, base, 0)?;
+            write(&mut dev, base + 1, 0)?;
+            write(&mut dev, base + 2, (c & 0xFF) as u8)?;
+            write(&mut dev, base + 3, (c >> 8) as u8)?;
+        }
+        if warm {
+            write(&mut dev, MODE1, MODE1_AI | MODE1_ALLCALL)?;
+        } else {
+            write(&mut dev, MODE1, MODE1_AI | MODE1_ALLCALL)?;
+            std::thread::sleep(OSC_STARTUP);
+            // RESTART: resume the PWM channels as they were before sleep.
+            write(&mut dev, MODE1, MODE1_RESTART | MODE1_AI | MODE1_ALLCALL)?;
+        }
+        let got = dev
+            .read_byte_data(PRE_SCALE)
+            .map_err(|e| bus("read PRE_SCALE", e))?;
+        if got != prescale {
+            return Err(Pca9685Error::PrescaleMismatch {
+                device: device.clone(),
+                want: prescale,
+                got,
+            });
+        }
+        Ok(Pca9685 {
+            dev,
+            factory,
+            throttle_ch: cfg.throttle_channel,
+            steering_ch: cfg.steering_channel,
+            tick_ns: tick,
+            prescale,
+            last_off: counts,
+        })
+    }
+
+    pub fn prescale(&self) -> u8 {
+        self.prescale
+    }
+
+    /// Length of one count in ns at the configured oscillator and prescale.
+    pub fn tick_ns(&self) -> f64 {
+        self.tick_ns
+    }
+
+    #[inline]
+    fn write_off(&mut self, idx: usize, ch: u8, counts: u16) -> Result<(), ActuatorError> {
+        let old = self.last_off[idx];
+        if old == counts {
+            return Ok(());
+        }
+        let base = channel_base(ch);
+        let (new_l, new_h) = ((counts & 0xFF) as u8, (counts >> 8) as u8);
+        let r = if old == UNKNOWN {
+            self.dev
+                .write_byte_data(base + 2, new_l)
+                .and_then(|_| self.dev.write_byte_data(base + 3, new_h))
+        } else {
+            let (old_l, old_h) = ((old & 0xFF) as u8, (old >> 8) as u8);
+            match (old_l != new_l, old_h != new_h) {
+                (true, false) => self.dev.write_byte_data(base + 2, new_l),
+                (false, true) => self.dev.write_byte_data(base + 3, new_h),
+                _ => {
+                    let low_first = low_byte_first(old, counts);
+                    let (a, av, b, bv) = if low_first {
+                        (base + 2, new_l, base + 3, new_h)
+                    } else {
+                        (base + 3, new_h, base + 2, new_l)
+                    };
+                    self.dev
+                        .write_byte_data(a, av)
+                        .and_then(|_| self.dev.write_byte_data(b, bv))
+                }
+            }
+        };
+        match r {
+            Ok(()) => {
+                self.last_off[idx] = counts;
+                Ok(())
+            }
+            Err(e) => {
+                self.last_off[idx] = UNKNOWN;
+                // Formatting only happens on the error path.
+                Err(ActuatorError::io(format_args!("pca9685 channel {ch}"), e))
+            }
+        }
+    }
+}
+
+/// Which byte to write first when both change: the mixed value the chip may
+/// latch for one period should be the one nearest the [old, new] range.
+#[inline]
+pub fn low_byte_first(old: u16, new: u16) -> bool {
+    let lo = old.min(new) as i32;
+    let hi = old.max(new) as i32;
+    let dist = |v: u16| {
+        let v = v as i32;
+        if v < lo {
+            lo - v
+        } else if v > hi {
+            v - hi
+        } else {
+            0
+        }
+    };
+    let low_first_mix = (old & 0xFF00) | (new & 0x00FF);
+    let high_first_mix = (new & 0xFF00) | (old & 0x00FF);
+    let (dl, dh) = (dist(low_first_mix), dist(high_first_mix));
+    dl < dh || (dl == dh && low_first_mix <= high_first_mix)
+}
+
+impl Actuator for Pca9685 {
+    #[inline]
+    fn write(&mut self, pulses: Pulses) -> Result<(), ActuatorError> {
+        let t = counts_for(pulses.throttle_ns, self.tick_ns);
+        let s = counts_for(pulses.steering_ns, self.tick_ns);
+        self.write_off(0, self.throttle_ch, t)?;
+        self.write_off(1, self.steering_ch, s)
+    }
+
+    fn backend(&self) -> &'static str {
+        "pca9685"
+    }
+
+    fn emergency_neutral(&self) -> Option<EmergencyNeutral> {
+        let factory = Arc::clone(&self.factory);
+        let tick = self.tick_ns;
+        let chans = [self.throttle_ch, self.steering_ch];
+        Some(Arc::new(move |p: Pulses| {
+            let mut dev = factory().map_err(|e| ActuatorError::io("pca9685 (reopen)", e))?;
+            let desc = dev.describe();
+            for (ch, ns) in chans.iter().zip([p.throttle_ns, p.steering_ns]) {
+                let c = counts_for(ns, tick);
+                let base = channel_base(*ch);
+                for (reg, v) in [
+                    (base, 0u8),
+                    (base + 1, 0),
+                    (base + 2, (c & 0xFF) as u8),
+                    (base + 3, (c >> 8) as u8),
+                ] {
+                    dev.write_byte_data(reg, v)
+                        .map_err(|e| ActuatorError::io(&desc, e))?;
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    fn forget_cache(&mut self) {
+        self.last_off = [UNKNOWN; 2];
+    }
+}
+
+/// In-memory PCA9685: the register file and the parts of the datasheet
+/// that matter to a driver. Clone it to get another handle on the same chip
+/// (as a second `open` of the bus would).
+#[derive(Clone)]
+pub struct Pca9685Model {
+    inner: Arc<Mutex<ModelState>>,
+}
+
+struct ModelState {
+    regs: [u8; 256],
+    oscillator_hz: u32,
+    /// When SLEEP was last cleared (oscillator start).
+    woke_at: Option<Instant>,
+    /// RESTART written 1 before the oscillator had its 500 us.
+    early_restarts: u32,
+    /// PRE_SCALE writes the chip ignored because it was awake.
+    ignored_prescale_writes: u32,
+    writes: Vec<(u8, u8)>,
+    fail_writes: bool,
+}
+
+/// What a channel's output pin does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Oscillator asleep, or waiting for RESTART after sleep: no pulses.
+    Stopped,
+    FullOn,
+    FullOff,
+    /// High from count `on` to count `off` of every 4096-count period.
+    Pulse { on: u16, off: u16 },
+}
+
+impl Default for Pca9685Model {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pca9685Model {
+    /// A chip just after power-on reset.
+    pub fn new() -> Self {
+        let mut regs = [0u8; 256];
+        regs[MODE1 as usize] = MODE1_SLEEP | MODE1_ALLCALL; // 0x11
+        regs[MODE2 as usize] = MODE2_OUTDRV; // 0x04
+        regs[0x02] = 0xE2;
+        regs[0x03] = 0xE4;
+        regs[0x04] = 0xE8;
+        regs[0x05] = 0xE0;
+        for ch in 0..16u8 {
+            regs[channel_base(ch) as usize + 3] = 0x10; // LEDn_OFF_H: full off
+        }
+        regs[PRE_SCALE as usize] = 0x1E;
+        Pca9685Model {
+            inner: Arc::new(Mutex::new(ModelState {
+                regs,
+                oscillator_hz: DEFAULT_OSCILLATOR_HZ,
+                woke_at: None,
+                early_restarts: 0,
+                ignored_prescale_writes: 0,
+                writes: Vec::new(),
+                fail_writes: false,
+            })),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ModelState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A device handle on this chip.
+    pub fn device(&self) -> Box<dyn SmbusDevice> {
+        Box::new(self.clone())
+    }
+
+    /// A factory for `Pca9685::open_with`.
+    pub fn factory(&self) -> DeviceFactory {
+        let m = self.clone();
+        Arc::new(move || Ok(m.device()))
+    }
+
+    pub fn reg(&self, reg: u8) -> u8 {
+        self.state().regs[reg as usize]
+    }
+
+    /// Every byte-data write so far, in order.
+    pub fn writes(&self) -> Vec<(u8, u8)> {
+        self.state().writes.clone()
+    }
+
+    pub fn clear_writes(&self) {
+        self.state().writes.clear();
+    }
+
+    /// Make every later write fail with EIO (a pulled cable).
+    pub fn set_fail_writes(&self, fail: bool) {
+        self.state().fail_writes = fail;
+    }
+
+    pub fn early_restarts(&self) -> u32 {
+        self.state().early_restarts
+    }
+
+    pub fn ignored_prescale_writes(&self) -> u32 {
+        self.state().ignored_prescale_writes
+    }
+
+    pub fn output(&self, ch: u8) -> Output {
+        let s = self.state();
+        let mode1 = s.regs[MODE1 as usize];
+        if mode1 & MODE1_SLEEP != 0 || mode1 & MODE1_RESTART != 0 {
+            return Output::Stopped;
+        }
+        let b = channel_base(ch) as usize;
+        let (on_l, on_h, off_l, off_h) = (s.regs[b], s.regs[b + 1], s.regs[b + 2], s.regs[b + 3]);
+        if off_h & 0x10 != 0 {
+            Output::FullOff
+        } else if on_h & 0x10 != 0 {
+            Output::FullOn
+        } else {
+            Output::Pulse {
+                on: u16::from(on_h & 0x0F) << 8 | u16::from(on_l),
+                off: u16::from(off_h & 0x0F) << 8 | u16::from(off_l),
+            }
+        }
+    }
+
+    /// The pulse width a scope would measure on channel `ch`, in ns.
+    pub fn pulse_ns(&self, ch: u8) -> Option<f64> {
+        let prescale = self.reg(PRE_SCALE);
+        let osc = self.state().oscillator_hz;
+        match self.output(ch) {
+            Output::Pulse { on, off } => {
+                let counts = (off as i32 - on as i32).rem_euclid(4096);
+                Some(counts as f64 * tick_ns(osc, prescale))
+            }
+            _ => None,
+        }
+    }
+
+    /// The output frequency the PRE_SCALE register gives.
+    pub fn frequency_hz(&self) -> f64 {
+        let osc = self.state().oscillator_hz as f64;
+        osc / (4096.0 * (self.reg(PRE_SCALE) as f64 + 1.0))
+    }
+
+    fn any_channel_active(s: &ModelState) -> bool {
+        (0..16u8).any(|ch| s.regs[channel_base(ch) as usize + 3] & 0x10 == 0)
+    }
+}
+
+impl SmbusDevice for Pca9685Model {
+    fn read_byte_data(&mut self, reg: u8) -> io::Result<u8> {
+        let s = self.state();
+        // ALL_LED registers are write-only and read back as zero.
+        Ok(if reg >= ALL_LED_ON_L && reg < PRE_SCALE {
+            0
+        } else {
+            s.regs[reg as usize]
+        })
+    }
+
+    fn write_byte_data(&mut self, reg: u8, value: u8) -> io::Result<()> {
+        let mut s = self.state();
+        if s.fail_writes {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        s.writes.push((reg, value));
+        match reg {
+            MODE1 => {
+                let old = s.regs[MODE1 as usize];
+                let was_asleep = old & MODE1_SLEEP != 0;
+                let asleep = value & MODE1_SLEEP != 0;
+                let mut restart = old & MODE1_RESTART;
+                if !was_asleep && asleep && Self::any_channel_active(&s) {
+                    // Sleeping with PWM running: RESTART reads 1 and the
+                    // outputs stay off until it is written 1 after wake-up.
+                    restart = MODE1_RESTART;
+                }
+                if was_asleep && !asleep {
+                    s.woke_at = Some(Instant::now());
+                }
+                if value & MODE1_RESTART != 0 && !asleep {
+                    if s.woke_at.is_some_and(|t| t.elapsed() < OSC_STARTUP) {
+                        s.early_restarts += 1;
+                    }
+                    restart = 0;
+                }
+                s.regs[MODE1 as usize] = (value & !MODE1_RESTART) | restart;
+            }
+            PRE_SCALE => {
+                if s.regs[MODE1 as usize] & MODE1_SLEEP != 0 {
+                    s.regs[PRE_SCALE as usize] = value;
+                } else {
+                    s.ignored_prescale_writes += 1;
+                }
+            }
+            r if (ALL_LED_ON_L..PRE_SCALE).contains(&r) => {
+                let off = r - ALL_LED_ON_L;
+                for ch in 0..16u8 {
+                    s.regs[(channel_base(ch) + off) as usize] = value;
+                }
+            }
+            // 0x46..=0xF9 are reserved.
+            r if r >= channel_base(16) && r < ALL_LED_ON_L => {}
+            r => s.regs[r as usize] = value,
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "pca9685-model @ 0x40".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prescale_matches_datasheet_examples() {
+        // Datasheet: 200 Hz at 25 MHz -> 0x1E; 50 Hz -> 121 (0x79).
+        assert_eq!(prescale_for(25_000_000, 200.0), 0x1E);
+        assert_eq!(prescale_for(25_000_000, 50.0), 121);
+        assert_eq!(prescale_for(25_000_000, 60.0), 101);
+        // Limits of the register.
+        assert_eq!(prescale_for(25_000_000, 1526.0), 3);
+        assert_eq!(prescale_for(25_000_000, 24.0), 253);
+    }
+
+    #[test]
+    fn byte_order_keeps_mixed_value_near_range() {
+        // 0x0FF -> 0x100 crossing: both mixes (0x000, 0x1FF) are 255 away;
+        // the shorter one (no pulse) wins.
+        assert!(low_byte_first(0x0FF, 0x100));
+        // 0x180 -> 0x2F0: low first gives 0x1F0 (inside), high first 0x280 (inside too, but bigger)...
+        let (old, new) = (0x180u16, 0x2F0u16);
+        let mix = if low_byte_first(old, new) {
+            (old & 0xFF00) | (new & 0xFF)
+        } else {
+            (new & 0xFF00) | (old & 0xFF)
+        };
+        assert!((old..=new).contains(&mix), "mixed {mix:#x}");
+    }
+}

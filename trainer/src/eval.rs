@@ -1,0 +1,102 @@
+//! Evaluation as the DeepRacer console does it, but through the car's own
+//! code: the exported model is loaded by `policy` exactly as the daemon loads
+//! it, every simulated camera frame goes through the same `Preprocessor` and
+//! `ActionMapper`, and the normalised commands move the simulated car as the
+//! daemon's sim mode does (full lock = the car's steering limit, full
+//! throttle = its top speed).
+
+use std::path::Path;
+
+use policy::{Backend, Frame, Model, PixelFormat, Preprocessor};
+use serde::Serialize;
+use sim::{CarAction, CarConfig, Channels, LapRunner, Sim, SimConfig, Track};
+
+/// What `car-trainer eval --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub track: String,
+    pub laps_completed: usize,
+    pub lap_times_s: Vec<f64>,
+    pub offtrack_events: u32,
+    /// Mean progress (0-100) reached per lap attempt: completed laps count
+    /// 100, the unfinished last lap its progress.
+    pub progress_mean: f64,
+    pub steps: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Model(#[from] policy::ModelError),
+    #[error(transparent)]
+    Preprocess(#[from] policy::PreprocessError),
+    #[error("{0}")]
+    Policy(#[from] policy::PolicyError),
+}
+
+/// Drive `laps` laps of `track` with the model in `dir` at the given
+/// max-speed setting (0-1), with a step budget of three times the lap time
+/// at 0.5 m/s so a car that stalls cannot run forever.
+pub fn evaluate(
+    dir: &Path,
+    backend: &Backend,
+    track: &Track,
+    laps: usize,
+    max_speed_scale: f32,
+    seed: u64,
+) -> Result<EvalReport, EvalError> {
+    let Model { mut policy, metadata, .. } = Model::load(dir, backend)?;
+    let spec = *policy.input_spec();
+    let (w, h) = (spec.width as u32, spec.height as u32);
+    let channels = if spec.channels == 1 { Channels::Gray } else { Channels::Rgb };
+    let format = if spec.channels == 1 { PixelFormat::Gray8 } else { PixelFormat::Rgb8 };
+    let mut pre = Preprocessor::new(w, h, format, spec)?;
+    let mapper = policy::ActionMapper::new(&metadata.action_space);
+    let mut image = vec![0u8; (w * h) as usize * channels.bytes_per_pixel()];
+    let mut input = vec![0.0f32; spec.len()];
+    let mut output = vec![0.0f32; policy.output_len()];
+
+    let mut runner = LapRunner::new(Sim::new(track.clone(), SimConfig::default()));
+    runner.reset(seed);
+    let budget = (laps.max(1) as f64 * track.length() / 0.5 * sim::STEP_HZ * 3.0) as u64;
+    let car = runner.sim().config().car;
+    while runner.laps_completed() < laps && runner.steps() < budget {
+        runner
+            .sim_mut()
+            .render_into(&mut image, w, h, channels)
+            .expect("buffer sized for the model input");
+        let frame = Frame {
+            data: &image,
+            format,
+            width: w,
+            height: h,
+            timestamp_ns: (runner.time_s() * 1e9) as u64,
+            seq: runner.steps(),
+        };
+        pre.run(&frame, &mut input)?;
+        policy.infer(&input, &mut output)?;
+        let a = mapper.map(&output, max_speed_scale);
+        runner.step(commands_to_action(a.steering as f64, a.throttle as f64, &car));
+    }
+    let done = runner.laps_completed();
+    let partial = if done < laps { runner.lap_progress() } else { 0.0 };
+    let attempts = if done < laps { done + 1 } else { done };
+    let progress_mean = (done as f64 * 100.0 + partial) / attempts.max(1) as f64;
+    let r = runner.report();
+    Ok(EvalReport {
+        track: r.track,
+        laps_completed: r.laps_completed,
+        lap_times_s: r.lap_times_s,
+        offtrack_events: r.offtrack_events,
+        progress_mean,
+        steps: r.steps,
+    })
+}
+
+/// Normalised servo/ESC commands in [-1, 1] -> the simulated car's action.
+pub fn commands_to_action(steering: f64, throttle: f64, car: &CarConfig) -> CarAction {
+    CarAction {
+        steering_deg: steering.clamp(-1.0, 1.0) * car.max_steering_deg,
+        speed_mps: throttle.clamp(0.0, 1.0) * car.max_speed_mps,
+    }
+}
