@@ -39,7 +39,15 @@ pub fn binary(name: &str) -> PathBuf {
         let mut cmd = std::process::Command::new(cargo);
         cmd.current_dir(workspace_root())
             .env("CARGO_TARGET_DIR", &target_dir)
-            .args(["build", "--quiet", "-p", "car-runtime", "-p", "sim", "--bins"]);
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "car-runtime",
+                "-p",
+                "sim",
+                "--bins",
+            ]);
         if release {
             cmd.arg("--release");
         }

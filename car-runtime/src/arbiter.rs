@@ -183,7 +183,12 @@ impl Arbiter {
 
     fn set_mode(&mut self, now_ns: u64, mode: Mode, reason: &str) {
         if self.mode != mode {
-            info!(from = self.mode.as_str(), to = mode.as_str(), reason, "mode change");
+            info!(
+                from = self.mode.as_str(),
+                to = mode.as_str(),
+                reason,
+                "mode change"
+            );
             self.mode = mode;
             self.transitions += 1;
         }
@@ -321,7 +326,9 @@ impl Arbiter {
             Mode::Stopped => Decision::Neutral(NeutralReason::Stopped),
             Mode::Calibration => {
                 let throttle_ns = match self.calib_throttle {
-                    Some((t, at)) if now_ns.saturating_sub(at) <= self.timeouts.manual_ns => Some(t),
+                    Some((t, at)) if now_ns.saturating_sub(at) <= self.timeouts.manual_ns => {
+                        Some(t)
+                    }
                     _ => None,
                 };
                 Decision::Pulses {

@@ -3,6 +3,7 @@
 //! backend) on recorded frames, with per-stage p50/p99, allocations per
 //! frame after warm-up (counting global allocator) and peak RSS.
 
+use std::alloc::GlobalAlloc;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -69,7 +70,9 @@ struct NullActuator(u64);
 
 impl servo_driver::Actuator for NullActuator {
     fn write(&mut self, p: servo_driver::Pulses) -> Result<(), servo_driver::ActuatorError> {
-        self.0 = self.0.wrapping_add(u64::from(p.steering_ns) ^ u64::from(p.throttle_ns));
+        self.0 = self
+            .0
+            .wrapping_add(u64::from(p.steering_ns) ^ u64::from(p.throttle_ns));
         std::hint::black_box(self.0);
         Ok(())
     }
@@ -82,9 +85,11 @@ fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
@@ -103,7 +108,9 @@ fn sim_jpegs(n: usize) -> Result<Vec<Vec<u8>>> {
             steering_deg: steer,
             speed_mps: 1.5,
         });
-        runner.sim_mut().render_into(&mut rgb, 640, 480, sim::Channels::Rgb)?;
+        runner
+            .sim_mut()
+            .render_into(&mut rgb, 640, 480, sim::Channels::Rgb)?;
         let mut j = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut j, 90).encode(
             &rgb,
@@ -151,8 +158,12 @@ pub fn main(a: BenchArgs) -> Result<()> {
         None => sim_jpegs(total_frames.min(300))?,
     };
     let mut brain = PolicyBrain::new(model);
-    let mut driver = servo_driver::ServoDriver::new(servo_driver::Calibration::stock(), Box::new(NullActuator(0)))?;
-    let (w, h) = car_runtime::source::replay::jpeg_size(&jpegs[0]).context("first frame is not a JPEG")?;
+    let mut driver = servo_driver::ServoDriver::new(
+        servo_driver::Calibration::stock(),
+        Box::new(NullActuator(0)),
+    )?;
+    let (w, h) =
+        car_runtime::source::replay::jpeg_size(&jpegs[0]).context("first frame is not a JPEG")?;
     brain.prepare(w, h, PixelFormat::Jpeg)?;
 
     let mut st = [(); 6].map(|_| LatencyStats::new());
@@ -175,9 +186,9 @@ pub fn main(a: BenchArgs) -> Result<()> {
         let t0 = Instant::now();
         let decode_us = brain.preprocess(&frame)?;
         let t1 = Instant::now();
-        let outputs = brain.infer()?;
+        brain.infer()?;
         let t2 = Instant::now();
-        let m = brain.mapper().map(outputs, 1.0);
+        let m = brain.map(1.0);
         let t3 = Instant::now();
         driver.drive(m.steering, m.throttle)?;
         let t4 = Instant::now();
@@ -220,8 +231,19 @@ pub fn main(a: BenchArgs) -> Result<()> {
             println!("{p}");
         }
     } else {
-        println!("backend {engine}, {} frames, {:.0} fps", a.frames, out["fps"].as_f64().unwrap_or(0.0));
-        for k in ["decode", "preprocess", "inference", "mapping", "actuate", "total"] {
+        println!(
+            "backend {engine}, {} frames, {:.0} fps",
+            a.frames,
+            out["fps"].as_f64().unwrap_or(0.0)
+        );
+        for k in [
+            "decode",
+            "preprocess",
+            "inference",
+            "mapping",
+            "actuate",
+            "total",
+        ] {
             let s = &out["stages_ms"][k];
             println!(
                 "  {k:10} p50 {:8.4} ms  p99 {:8.4} ms",
@@ -229,7 +251,10 @@ pub fn main(a: BenchArgs) -> Result<()> {
                 s["p99"].as_f64().unwrap_or(0.0)
             );
         }
-        println!("  allocations/frame {}, peak RSS {:.1} MB", out["allocs_per_frame"], out["peak_rss_mb"]);
+        println!(
+            "  allocations/frame {}, peak RSS {:.1} MB",
+            out["allocs_per_frame"], out["peak_rss_mb"]
+        );
         if let Some(p) = &py {
             println!("python: {p}");
         }
@@ -241,17 +266,22 @@ fn find_script() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("CAR_BENCH_PYTHON") {
         return Some(PathBuf::from(p));
     }
-    let mut cands = vec![
+    [
         PathBuf::from("scripts/bench_python.py"),
-        PathBuf::from("car-runtime/scripts/bench_python.py"),
-    ];
-    cands.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_python.py"));
-    cands.into_iter().find(|p| p.is_file())
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_python.py"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
 }
 
 /// Same frames, same model, OpenCV + onnxruntime in Python; adds the ratio.
-fn run_python(a: &BenchArgs, jpegs: &[Vec<u8>], ours: &serde_json::Value) -> Result<serde_json::Value> {
-    let script = find_script().context("scripts/bench_python.py not found (set CAR_BENCH_PYTHON)")?;
+fn run_python(
+    a: &BenchArgs,
+    jpegs: &[Vec<u8>],
+    ours: &serde_json::Value,
+) -> Result<serde_json::Value> {
+    let script =
+        find_script().context("scripts/bench_python.py not found (set CAR_BENCH_PYTHON)")?;
     let tmp = tempfile::tempdir()?;
     let fdir = tmp.path().join("frames");
     std::fs::create_dir_all(&fdir)?;
@@ -281,13 +311,21 @@ fn run_python(a: &BenchArgs, jpegs: &[Vec<u8>], ours: &serde_json::Value) -> Res
         .output()
         .context("running python3")?;
     if !out.status.success() {
-        bail!("{}: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{}: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let mut v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("{}: output is not JSON", script.display()))?;
     let ours_p50 = ours["stages_ms"]["total"]["p50"].as_f64().unwrap_or(0.0);
     let py_p50 = v["stages_ms"]["total"]["p50"].as_f64().unwrap_or(0.0);
-    v["ratio_total_p50_python_over_rust"] = json!(if ours_p50 > 0.0 { py_p50 / ours_p50 } else { 0.0 });
+    v["ratio_total_p50_python_over_rust"] = json!(if ours_p50 > 0.0 {
+        py_p50 / ours_p50
+    } else {
+        0.0
+    });
     let ours_fps = ours["fps"].as_f64().unwrap_or(0.0);
     v["ratio_fps_rust_over_python"] = json!(if v["fps"].as_f64().unwrap_or(0.0) > 0.0 {
         ours_fps / v["fps"].as_f64().unwrap_or(1.0)

@@ -42,7 +42,12 @@ pub struct CheckArgs {
 pub fn main(a: CheckArgs) -> Result<()> {
     if a.child {
         let backend = a.backend.unwrap_or(BackendChoice::Auto);
-        let v = match check_one(&a.path, a.image.as_deref(), backend, a.onnxruntime_library.as_deref()) {
+        let v = match check_one(
+            &a.path,
+            a.image.as_deref(),
+            backend,
+            a.onnxruntime_library.as_deref(),
+        ) {
             Ok(v) => v,
             Err(e) => e,
         };
@@ -57,14 +62,20 @@ pub fn main(a: CheckArgs) -> Result<()> {
     let mut results: Vec<(BackendChoice, Value)> = Vec::new();
     for b in backends {
         let mut cmd = std::process::Command::new(&exe);
-        cmd.arg("check-model").arg(&a.path).arg("--child").arg("--backend").arg(b.as_str());
+        cmd.arg("check-model")
+            .arg(&a.path)
+            .arg("--child")
+            .arg("--backend")
+            .arg(b.as_str());
         if let Some(i) = &a.image {
             cmd.arg("--image").arg(i);
         }
         if let Some(l) = &a.onnxruntime_library {
             cmd.arg("--onnxruntime-library").arg(l);
         }
-        let out = cmd.output().context("running the check in a child process")?;
+        let out = cmd
+            .output()
+            .context("running the check in a child process")?;
         let text = String::from_utf8_lossy(&out.stdout);
         let v: Value = text
             .lines()
@@ -94,7 +105,11 @@ pub fn main(a: CheckArgs) -> Result<()> {
                     .iter()
                     .map(|(b, v)| format!("{}: {}", b.as_str(), v["error"].as_str().unwrap_or("?")))
                     .collect();
-                bail!("{}: the model does not load with any backend\n  {}", a.path.display(), errs.join("\n  "));
+                bail!(
+                    "{}: the model does not load with any backend\n  {}",
+                    a.path.display(),
+                    errs.join("\n  ")
+                );
             }
         }
         return Ok(());
@@ -114,9 +129,19 @@ pub fn main(a: CheckArgs) -> Result<()> {
         }
         any_ok = true;
         println!("   engine:       {}", v["backend"].as_str().unwrap_or("?"));
-        println!("   input:        {} ({})", v["input"]["shape"], v["input"]["layout"].as_str().unwrap_or("?"));
-        println!("   outputs:      {} values", v["outputs"].as_array().map(|a| a.len()).unwrap_or(0));
-        println!("   action space: {}", v["action_space"].as_str().unwrap_or("?"));
+        println!(
+            "   input:        {} ({})",
+            v["input"]["shape"],
+            v["input"]["layout"].as_str().unwrap_or("?")
+        );
+        println!(
+            "   outputs:      {} values",
+            v["outputs"].as_array().map(|a| a.len()).unwrap_or(0)
+        );
+        println!(
+            "   action space: {}",
+            v["action_space"].as_str().unwrap_or("?")
+        );
         println!("   frame:        {}", v["frame"].as_str().unwrap_or("?"));
         println!("   raw outputs:  {}", v["outputs"]);
         println!("   action:       {}", v["action"]);
@@ -140,7 +165,12 @@ fn err(unavailable: bool, e: impl std::fmt::Display) -> Value {
 }
 
 /// One backend, in this process. Err carries the JSON error object.
-fn check_one(path: &Path, image: Option<&Path>, backend: BackendChoice, lib: Option<&str>) -> Result<Value, Value> {
+fn check_one(
+    path: &Path,
+    image: Option<&Path>,
+    backend: BackendChoice,
+    lib: Option<&str>,
+) -> Result<Value, Value> {
     let b = pipeline::init_backend(backend, lib.unwrap_or("")).map_err(|e| err(true, e))?;
     let t = Instant::now();
     let model = policy::Model::load(path, &b).map_err(|e| err(false, e))?;
@@ -149,7 +179,10 @@ fn check_one(path: &Path, image: Option<&Path>, backend: BackendChoice, lib: Opt
     let engine = model.policy.backend_name().to_string();
     let action_space = match &model.metadata.action_space {
         policy::ActionSpace::Discrete(a) => format!("discrete, {} actions", a.len()),
-        policy::ActionSpace::Continuous { steering_angle, speed } => format!(
+        policy::ActionSpace::Continuous {
+            steering_angle,
+            speed,
+        } => format!(
             "continuous, steering {}..{} deg, speed {}..{} m/s",
             steering_angle.low, steering_angle.high, speed.low, speed.high
         ),
@@ -159,26 +192,52 @@ fn check_one(path: &Path, image: Option<&Path>, backend: BackendChoice, lib: Opt
     // as MJPEG, anything else as RGB), or a simulator frame at 640x480.
     let (data, format, w, h, what) = match image {
         Some(p) => {
-            let bytes = std::fs::read(p).map_err(|e| err(false, format!("{}: {e}", p.display())))?;
+            let bytes =
+                std::fs::read(p).map_err(|e| err(false, format!("{}: {e}", p.display())))?;
             let is_jpeg = bytes.starts_with(&[0xFF, 0xD8]);
             if is_jpeg {
                 let (w, h) = car_runtime::source::replay::jpeg_size(&bytes)
                     .ok_or_else(|| err(false, format!("{}: not a readable JPEG", p.display())))?;
-                (bytes, PixelFormat::Jpeg, w, h, format!("{} ({w}x{h} JPEG)", p.display()))
+                (
+                    bytes,
+                    PixelFormat::Jpeg,
+                    w,
+                    h,
+                    format!("{} ({w}x{h} JPEG)", p.display()),
+                )
             } else {
                 let img = image::load_from_memory(&bytes)
                     .map_err(|e| err(false, format!("{}: {e}", p.display())))?
                     .to_rgb8();
                 let (w, h) = img.dimensions();
-                (img.into_raw(), PixelFormat::Rgb8, w, h, format!("{} ({w}x{h})", p.display()))
+                (
+                    img.into_raw(),
+                    PixelFormat::Rgb8,
+                    w,
+                    h,
+                    format!("{} ({w}x{h})", p.display()),
+                )
             }
         }
         None => {
-            let mut s = sim::Sim::new(sim::Track::builtin_names().first().and_then(|n| sim::Track::builtin(n)).expect("built-in track"), sim::SimConfig::default());
+            let mut s = sim::Sim::new(
+                sim::Track::builtin_names()
+                    .first()
+                    .and_then(|n| sim::Track::builtin(n))
+                    .expect("built-in track"),
+                sim::SimConfig::default(),
+            );
             s.reset(0);
             let mut buf = vec![0u8; 640 * 480 * 3];
-            s.render_into(&mut buf, 640, 480, sim::Channels::Rgb).map_err(|e| err(false, e))?;
-            (buf, PixelFormat::Rgb8, 640, 480, "simulator frame 640x480 RGB".to_string())
+            s.render_into(&mut buf, 640, 480, sim::Channels::Rgb)
+                .map_err(|e| err(false, e))?;
+            (
+                buf,
+                PixelFormat::Rgb8,
+                640,
+                480,
+                "simulator frame 640x480 RGB".to_string(),
+            )
         }
     };
     let frame = Frame {
@@ -190,10 +249,15 @@ fn check_one(path: &Path, image: Option<&Path>, backend: BackendChoice, lib: Opt
         seq: 0,
     };
     let mut times = StageTimes::default();
-    let action = brain.decide(&frame, 1.0, &mut times).map_err(|e| err(false, e))?;
+    let action = brain
+        .decide(&frame, 1.0, &mut times)
+        .map_err(|e| err(false, e))?;
     // Again for the steady-state inference time (the first run warms caches).
-    let action = brain.decide(&frame, 1.0, &mut times).map_err(|e| err(false, e)).unwrap_or(action);
-    let outputs = brain.infer().map_err(|e| err(false, e))?.to_vec();
+    let action = brain
+        .decide(&frame, 1.0, &mut times)
+        .map_err(|e| err(false, e))
+        .unwrap_or(action);
+    let outputs = brain.outputs().to_vec();
     Ok(json!({
         "backend": engine,
         "outputs": outputs,

@@ -23,7 +23,10 @@ pub enum Command {
     /// 0-100 %.
     MaxSpeed(u8),
     /// Manual drive, each in [-1, 1]; expires after the manual timeout.
-    Manual { steering: f32, throttle: f32 },
+    Manual {
+        steering: f32,
+        throttle: f32,
+    },
     EnterCalibration,
     ExitCalibration,
     /// Raw pulse widths while calibrating; `None` leaves that channel as it is.
@@ -92,6 +95,10 @@ pub struct Shared {
 }
 
 impl Shared {
+    // heapless marks mpmc::Queue::new deprecated because a producer pre-empted
+    // mid-operation can make others fail for a moment; here a failed enqueue
+    // is reported (Busy) and retried by the caller, never waited on.
+    #[allow(deprecated)]
     pub fn new(telemetry_capacity: usize, frame_capacity: usize, stop: Arc<AtomicBool>) -> Self {
         Shared {
             commands: Queue::new(),

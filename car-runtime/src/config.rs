@@ -66,6 +66,10 @@ pub struct SourceConfig {
     pub replay_rate: f64,
     /// Replay: start again at the first frame after the last.
     pub replay_loop: bool,
+    /// V4L2: pixel format to ask for: "auto" (MJPEG if offered, else YUYV), "mjpeg", "yuyv".
+    pub format: crate::source::v4l2::FormatPreference,
+    /// V4L2: mmap buffers in the capture ring.
+    pub buffers: u32,
 }
 
 impl Default for SourceConfig {
@@ -79,6 +83,8 @@ impl Default for SourceConfig {
             replay_dir: String::new(),
             replay_rate: 15.0,
             replay_loop: false,
+            format: crate::source::v4l2::FormatPreference::Auto,
+            buffers: 4,
         }
     }
 }
@@ -195,6 +201,20 @@ impl Default for RecordConfig {
     }
 }
 
+impl SourceConfig {
+    /// The camera settings for the V4L2 source.
+    pub fn v4l2(&self) -> crate::source::v4l2::V4l2Config {
+        crate::source::v4l2::V4l2Config {
+            device: (!self.device.is_empty()).then(|| PathBuf::from(&self.device)),
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+            format: self.format,
+            buffers: self.buffers,
+        }
+    }
+}
+
 impl Config {
     /// Parse TOML text; `file` names the source in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
@@ -274,6 +294,14 @@ impl Config {
                 "required when source.kind = \"replay\"",
             ));
         }
+        if self.source.kind == SourceKind::V4l2 {
+            if let Err(m) = self.source.v4l2().validate() {
+                // The camera module names its fields source.v4l2.*; ours live in [source].
+                let m = m.replace("source.v4l2.", "source.");
+                let key = m.split(' ').next().unwrap_or("source").to_string();
+                return Err(bad(&key, &m));
+            }
+        }
         if self.record.pool_frames == 0 || self.record.pool_frames > 1024 {
             return Err(bad("record.pool_frames", "must be between 1 and 1024"));
         }
@@ -346,7 +374,10 @@ dir = "/tmp/rec"
         let e = Config::parse("[control]\nstall_timeout_ms = \"fast\"\n", "/etc/x.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("/etc/x.toml: control.stall_timeout_ms:"), "{e}");
+        assert!(
+            e.starts_with("/etc/x.toml: control.stall_timeout_ms:"),
+            "{e}"
+        );
         assert!(e.contains("invalid type"), "{e}");
     }
 
@@ -384,7 +415,9 @@ dir = "/tmp/rec"
 
     #[test]
     fn syntax_error_names_file() {
-        let e = Config::parse("[control\n", "c.toml").unwrap_err().to_string();
+        let e = Config::parse("[control\n", "c.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("c.toml:"), "{e}");
     }
 

@@ -169,13 +169,6 @@ impl ControlLoop {
         }
     }
 
-    fn now(&self, last_frame_ns: u64) -> u64 {
-        match self.opts.clock {
-            LoopClock::Monotonic => monotonic_ns(),
-            LoopClock::Source => last_frame_ns,
-        }
-    }
-
     fn apply(&mut self, cmd: Command, now: u64) -> bool {
         let a = &mut self.arbiter;
         let refused = match cmd {
@@ -234,8 +227,12 @@ impl ControlLoop {
         if let Some(r) = refused {
             use crate::arbiter::Refused;
             match r {
-                Refused::EStopLatched => self.shared.set_event(crate::commands::event::START_REFUSED_ESTOP),
-                Refused::NotStopped => self.shared.set_event(crate::commands::event::CALIBRATION_REFUSED),
+                Refused::EStopLatched => self
+                    .shared
+                    .set_event(crate::commands::event::START_REFUSED_ESTOP),
+                Refused::NotStopped => self
+                    .shared
+                    .set_event(crate::commands::event::CALIBRATION_REFUSED),
                 _ => {}
             }
             if !matches!(cmd, Command::Manual { .. }) {
@@ -269,16 +266,24 @@ impl ControlLoop {
         let deadline = self.opts.duration.map(|d| d.as_nanos() as u64);
         let mut loop_start: Option<u64> = None;
         let mut end = EndReason::Signal;
+        let clock = self.opts.clock;
+        let poll = self.opts.poll;
+        let publish = self.opts.publish_frames;
+        let monotonic_src = self.source.monotonic_timestamps();
 
         loop {
             // 1. Commands and models.
-            let now = self.now(last_frame_ns);
+            let now = clock_now(clock, last_frame_ns);
             let mut keep_going = true;
             while let Some(cmd) = shared.commands.dequeue() {
                 keep_going &= self.apply(cmd, now);
             }
             while let Some(new) = shared.models_in.dequeue() {
-                info!(origin = new.origin(), backend = new.backend(), "model swapped in");
+                info!(
+                    origin = new.origin(),
+                    backend = new.backend(),
+                    "model swapped in"
+                );
                 shared.set_event(crate::commands::event::MODEL_SWAPPED);
                 if let Some(old) = self.brain.replace(new) {
                     // Drop the old model on the loader's thread, not here.
@@ -297,16 +302,15 @@ impl ControlLoop {
                 ..Default::default()
             };
             let mut times = StageTimes::default();
-            let got = self.source.next_frame(self.opts.poll);
+            let got = self.source.next_frame(poll);
             let t_start = Instant::now();
             let start_ns = monotonic_ns();
-            let monotonic_src = self.source.monotonic_timestamps();
             match got {
                 Ok(frame) => {
                     in_source_error = false;
                     frames += 1;
                     last_frame_ns = frame.timestamp_ns;
-                    let now = self.now(last_frame_ns);
+                    let now = clock_now(clock, last_frame_ns);
                     loop_start.get_or_insert(now);
                     first_frame_ns.get_or_insert(now);
                     if let Some(p) = prev_frame_tick {
@@ -354,16 +358,35 @@ impl ControlLoop {
                     }
                     // 3. Decide and actuate while the frame is still borrowed
                     // (recording and publishing need it after the write).
-                    let (pulses, act_us) = self.actuate(now, &mut actuator_errors, &mut in_actuator_error);
+                    let (pulses, act_us) = actuate(
+                        &mut self.arbiter,
+                        self.wheels.as_mut(),
+                        &mut self.last_decision,
+                        now,
+                        &mut actuator_errors,
+                        &mut in_actuator_error,
+                    );
                     last_pulses = pulses.or(last_pulses);
                     let end_ns = monotonic_ns();
-                    fill(&mut sample, self.last_decision, &self.arbiter, &action, pulses, &times, act_us);
+                    fill(
+                        &mut sample,
+                        self.last_decision,
+                        &self.arbiter,
+                        &action,
+                        pulses,
+                        &times,
+                        act_us,
+                    );
                     sample.total_us = t_start.elapsed().as_secs_f32() * 1e6;
                     if monotonic_src {
                         sample.capture_to_pwm_us =
                             end_ns.saturating_sub(frame.timestamp_ns) as f32 / 1e3;
-                        stages.capture_to_start.record_us(f64::from(sample.capture_to_start_us));
-                        stages.capture_to_pwm.record_us(f64::from(sample.capture_to_pwm_us));
+                        stages
+                            .capture_to_start
+                            .record_us(f64::from(sample.capture_to_start_us));
+                        stages
+                            .capture_to_pwm
+                            .record_us(f64::from(sample.capture_to_pwm_us));
                     }
                     stages.preprocess.record_us(f64::from(times.preprocess_us));
                     stages.inference.record_us(f64::from(times.inference_us));
@@ -373,15 +396,12 @@ impl ControlLoop {
                     sample.tick_ns = now;
                     sample.fps = fps_ema as f32;
                     sample.frames = frames;
-                    sample.dropped = self.source.dropped();
                     sample.inference_errors = inference_errors;
                     sample.actuator_errors = actuator_errors;
                     if let Some(r) = &self.recorder {
                         r.offer(&frame, &sample);
                     }
-                    if self.opts.publish_frames
-                        && shared.frame.wanted(monotonic_ns() / 1_000_000, 2_000)
-                    {
+                    if publish && shared.frame.wanted(monotonic_ns() / 1_000_000, 2_000) {
                         shared.frame.publish_with(
                             &frame,
                             (action.index >= 0 || action.speed_mps != 0.0).then_some(
@@ -398,7 +418,11 @@ impl ControlLoop {
                 }
                 Err(e) => {
                     match e {
-                        SourceError::Timeout(_) => {}
+                        // On the source's clock a timeout means that much
+                        // time passed without a frame (stall rules still fire).
+                        SourceError::Timeout(d) => {
+                            last_frame_ns = last_frame_ns.saturating_add(d.as_nanos() as u64)
+                        }
                         SourceError::EndOfStream => {
                             end = EndReason::EndOfStream;
                             break;
@@ -411,17 +435,32 @@ impl ControlLoop {
                                 in_source_error = true;
                             }
                             // The source failed at once; do not spin.
-                            std::thread::sleep(self.opts.poll);
+                            std::thread::sleep(poll);
                         }
                     }
-                    let now = self.now(last_frame_ns);
-                    let (pulses, act_us) = self.actuate(now, &mut actuator_errors, &mut in_actuator_error);
+                    let now = clock_now(clock, last_frame_ns);
+                    let (pulses, act_us) = actuate(
+                        &mut self.arbiter,
+                        self.wheels.as_mut(),
+                        &mut self.last_decision,
+                        now,
+                        &mut actuator_errors,
+                        &mut in_actuator_error,
+                    );
                     last_pulses = pulses.or(last_pulses);
                     let no_action = crate::brain::Action {
                         index: -1,
                         ..Default::default()
                     };
-                    fill(&mut sample, self.last_decision, &self.arbiter, &no_action, pulses, &times, act_us);
+                    fill(
+                        &mut sample,
+                        self.last_decision,
+                        &self.arbiter,
+                        &no_action,
+                        pulses,
+                        &times,
+                        act_us,
+                    );
                     sample.tick_ns = now;
                     sample.fps = fps_ema as f32;
                     sample.frames = frames;
@@ -432,13 +471,14 @@ impl ControlLoop {
             }
             ticks += 1;
             sample.tick = ticks;
+            sample.dropped = self.source.dropped();
             shared.telemetry.push(&sample);
             shared.ticks.store(ticks, Ordering::Relaxed);
             if let Some(n) = self.notifier.as_mut() {
                 n.watchdog(monotonic_ns());
             }
             if let (Some(d), Some(s)) = (deadline, loop_start) {
-                if self.now(last_frame_ns).saturating_sub(s) >= d {
+                if clock_now(clock, last_frame_ns).saturating_sub(s) >= d {
                     end = EndReason::Duration;
                     break;
                 }
@@ -452,7 +492,7 @@ impl ControlLoop {
         }
 
         let elapsed_ns = match (first_frame_ns, self.opts.clock) {
-            (Some(f), _) => self.now(last_frame_ns).saturating_sub(f),
+            (Some(f), _) => clock_now(clock, last_frame_ns).saturating_sub(f),
             (None, _) => monotonic_ns().saturating_sub(start_mono),
         };
         let elapsed_s = elapsed_ns as f64 / 1e9;
@@ -478,23 +518,35 @@ impl ControlLoop {
             last_pulses,
         }
     }
+}
 
-    fn actuate(
-        &mut self,
-        now: u64,
-        errors: &mut u64,
-        in_error: &mut bool,
-    ) -> (Option<servo_driver::Pulses>, f32) {
+fn clock_now(clock: LoopClock, last_frame_ns: u64) -> u64 {
+    match clock {
+        LoopClock::Monotonic => monotonic_ns(),
+        LoopClock::Source => last_frame_ns,
+    }
+}
+
+/// Ask the arbiter and write the wheels; on a failed write try neutral.
+fn actuate(
+    arbiter: &mut Arbiter,
+    wheels: &mut dyn Wheels,
+    last_decision: &mut Decision,
+    now: u64,
+    errors: &mut u64,
+    in_error: &mut bool,
+) -> (Option<servo_driver::Pulses>, f32) {
+    {
         let t = Instant::now();
-        let decision = self.arbiter.decide(now);
-        self.last_decision = decision;
+        let decision = arbiter.decide(now);
+        *last_decision = decision;
         let r = match decision {
-            Decision::Neutral(_) => self.wheels.neutral(),
-            Decision::Drive { steering, throttle } => self.wheels.drive(steering, throttle),
+            Decision::Neutral(_) => wheels.neutral(),
+            Decision::Drive { steering, throttle } => wheels.drive(steering, throttle),
             Decision::Pulses {
                 steering_ns,
                 throttle_ns,
-            } => self.wheels.pulses(steering_ns, throttle_ns),
+            } => wheels.pulses(steering_ns, throttle_ns),
         };
         let us = t.elapsed().as_secs_f32() * 1e6;
         match r {
@@ -508,10 +560,10 @@ impl ControlLoop {
             Err(e) => {
                 *errors += 1;
                 if !*in_error {
-                    error!(error = %e, backend = self.wheels.backend(), "actuator write failed; trying neutral");
+                    error!(error = %e, backend = wheels.backend(), "actuator write failed; trying neutral");
                     *in_error = true;
                 }
-                let _ = self.wheels.neutral();
+                let _ = wheels.neutral();
                 (None, us)
             }
         }

@@ -25,7 +25,11 @@ mod check;
 static GLOBAL: bench::CountingAlloc = bench::CountingAlloc;
 
 #[derive(Parser)]
-#[command(name = "car-runtime", version, about = "Camera -> policy -> PWM for DeepRacer-class cars")]
+#[command(
+    name = "car-runtime",
+    version,
+    about = "Camera -> policy -> PWM for DeepRacer-class cars"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -168,7 +172,8 @@ fn cal_import(file: &Path, config: Option<&Path>) -> Result<()> {
     let cal = servo_driver::calibration::import_deepracer(file)?;
     let dest = &cfg.actuator.calibration;
     if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
     }
     cal.save(dest)?;
     println!("imported {} -> {}", file.display(), dest.display());
@@ -225,7 +230,8 @@ fn run(a: RunArgs) -> Result<()> {
     }
 
     servo_driver::failsafe::install_panic_hook();
-    let guard = servo_driver::failsafe::SignalGuard::install().context("installing the signal guard")?;
+    let guard =
+        servo_driver::failsafe::SignalGuard::install().context("installing the signal guard")?;
 
     // Model first: a headless run with a broken model is an error; the
     // daemon starts without one (stays stopped) so a new one can be uploaded.
@@ -319,11 +325,20 @@ fn run(a: RunArgs) -> Result<()> {
         b.prepare(w, h, f)?;
     }
 
-    let frame_capacity = (cfg.source.width as usize * cfg.source.height as usize * 3).max(640 * 480 * 3);
-    let shared = Arc::new(Shared::new(1024, frame_capacity, Arc::new(AtomicBool::new(false))));
+    let frame_capacity =
+        (cfg.source.width as usize * cfg.source.height as usize * 3).max(640 * 480 * 3);
+    let shared = Arc::new(Shared::new(
+        1024,
+        frame_capacity,
+        Arc::new(AtomicBool::new(false)),
+    ));
     let simulated = cfg.source.kind == SourceKind::Sim;
     let opts = LoopOptions {
-        clock: if a.headless { LoopClock::Source } else { LoopClock::Monotonic },
+        clock: if a.headless {
+            LoopClock::Source
+        } else {
+            LoopClock::Monotonic
+        },
         duration: a.duration.map(Duration::from_secs_f64),
         publish_frames: !a.headless,
         timeouts: car_runtime::arbiter::Timeouts {
@@ -354,8 +369,14 @@ fn run(a: RunArgs) -> Result<()> {
         lp.arbiter.set_max_speed(p);
     }
     if a.autonomous || a.headless {
-        lp.arbiter.select(0, DriveMode::Autonomous);
-        lp.arbiter.start(0).ok();
+        // On the loop's clock: the stall bound runs from now.
+        let t0 = if a.headless {
+            0
+        } else {
+            car_runtime::clock::monotonic_ns()
+        };
+        lp.arbiter.select(t0, DriveMode::Autonomous);
+        lp.arbiter.start(t0).ok();
     }
     if let Some(n) = &lp.notifier {
         n.ready();
@@ -390,9 +411,9 @@ fn run(a: RunArgs) -> Result<()> {
     }
 
     let handle = lp.spawn()?;
-    let summary = handle
-        .join()
-        .map_err(|_| anyhow::anyhow!("control loop panicked (neutral written by the panic hook)"))?;
+    let summary = handle.join().map_err(|_| {
+        anyhow::anyhow!("control loop panicked (neutral written by the panic hook)")
+    })?;
     drop(web);
     drop(guard);
 
@@ -457,6 +478,8 @@ fn summary_json(s: &Summary) -> serde_json::Value {
     })
 }
 
-fn open_v4l2(_cfg: &Config) -> Result<Box<dyn FrameSource>> {
-    bail!("source.kind = \"v4l2\": the V4L2 camera source is not built into this binary yet")
+fn open_v4l2(cfg: &Config) -> Result<Box<dyn FrameSource>> {
+    let src = car_runtime::source::v4l2::V4l2Source::open(&cfg.source.v4l2())
+        .map_err(|e| anyhow::anyhow!("camera: {e}"))?;
+    Ok(Box::new(src))
 }

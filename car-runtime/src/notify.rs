@@ -42,7 +42,9 @@ impl Notifier {
     }
 
     pub fn send(&self, msg: &str) -> std::io::Result<()> {
-        self.sock.send_to_addr(msg.as_bytes(), &self.addr).map(|_| ())
+        self.sock
+            .send_to_addr(msg.as_bytes(), &self.addr)
+            .map(|_| ())
     }
 
     pub fn ready(&self) {

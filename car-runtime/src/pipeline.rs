@@ -33,9 +33,8 @@ pub fn backend_choice(c: BackendChoice) -> policy::BackendChoice {
 /// Initialise the process's inference engine (once per process).
 pub fn init_backend(choice: BackendChoice, library: &str) -> Result<Backend, policy::BackendError> {
     // ONNX Runtime's telemetry is not stopped by the builder's switch.
-    // SAFETY: called before any other thread reads the environment
-    // (at start-up, or on the loader thread before ORT is touched).
-    unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
+    // Called at start-up, before the threads that could read the environment.
+    std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
     let lib = if library.is_empty() {
         None
     } else {
@@ -108,11 +107,21 @@ impl PolicyBrain {
 
     /// Build the preprocessor for this camera now, so the first frame does
     /// not pay for it.
-    pub fn prepare(&mut self, width: u32, height: u32, format: PixelFormat) -> Result<(), BrainError> {
+    pub fn prepare(
+        &mut self,
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+    ) -> Result<(), BrainError> {
         let spec = *self.model.policy.input_spec();
         let fast_jpeg = format == PixelFormat::Jpeg && spec.channels == 1 && !self.jpeg_fallback;
         let (pw, ph, pf) = if fast_jpeg {
-            let scale = policy::jpeg::Scale::for_target(width, height, spec.width as u32, spec.height as u32);
+            let scale = policy::jpeg::Scale::for_target(
+                width,
+                height,
+                spec.width as u32,
+                spec.height as u32,
+            );
             let (w, h) = scale.output_size(width, height);
             self.gray = vec![0; w as usize * h as usize];
             self.jpeg = Some(policy::jpeg::JpegDecoder::new());
@@ -122,7 +131,8 @@ impl PolicyBrain {
             (width, height, format)
         };
         self.pre = Some(
-            Preprocessor::new(pw, ph, pf, spec).map_err(|e| BrainError(format!("preprocessor: {e}")))?,
+            Preprocessor::new(pw, ph, pf, spec)
+                .map_err(|e| BrainError(format!("preprocessor: {e}")))?,
         );
         self.built_for = Some((width, height, format));
         Ok(())
@@ -173,17 +183,22 @@ impl PolicyBrain {
         Ok(0.0)
     }
 
-    /// Inference into the output buffer.
-    pub fn infer(&mut self) -> Result<&[f32], BrainError> {
+    /// Inference from the preprocessed input into the output buffer.
+    pub fn infer(&mut self) -> Result<(), BrainError> {
         self.model
             .policy
             .infer(&self.input, &mut self.output)
-            .map_err(|e| BrainError(format!("inference: {e}")))?;
-        Ok(&self.output)
+            .map_err(|e| BrainError(format!("inference: {e}")))
     }
 
-    pub fn mapper(&self) -> &ActionMapper {
-        &self.mapper
+    /// The raw policy outputs of the last inference.
+    pub fn outputs(&self) -> &[f32] {
+        &self.output
+    }
+
+    /// Map the last outputs with the stock formulas.
+    pub fn map(&self, max_speed_scale: f32) -> policy::MappedAction {
+        self.mapper.map(&self.output, max_speed_scale)
     }
 
     pub fn model(&self) -> &Model {
@@ -361,5 +376,8 @@ impl ModelLoader {
 }
 
 pub fn update_status(shared: &Shared, f: impl FnOnce(&mut crate::commands::ModelStatus)) {
-    f(&mut shared.model_status.lock().unwrap_or_else(|e| e.into_inner()));
+    f(&mut shared
+        .model_status
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()));
 }

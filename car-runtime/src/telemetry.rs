@@ -8,7 +8,7 @@
 //! - [`LatencyStats`]: fixed-bucket histograms for p50/p99 summaries.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{fence, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::arbiter::Mode;
@@ -63,7 +63,7 @@ impl Sample {
     }
 }
 
-const WORDS: usize = 18;
+const WORDS: usize = 17;
 
 fn pack(s: &Sample) -> [u64; WORDS] {
     let f = |a: f32, b: f32| u64::from(a.to_bits()) | (u64::from(b.to_bits()) << 32);

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use web_ui::{
-    ApiError, CalibrationView, CarApi, CarStatus, Channel, FrameAction, FrameCopy, ModelState, ModelSummary,
-    TelemetrySample,
+    ApiError, CalibrationView, CarApi, CarStatus, Channel, FrameAction, FrameCopy, ModelState,
+    ModelSummary, TelemetrySample,
 };
 
 use crate::arbiter::{DriveMode, Mode};
@@ -135,11 +135,19 @@ impl CarApi for RuntimeApi {
         let latest = self.shared.telemetry.latest().unwrap_or_default();
         let mut recent = Vec::with_capacity(128);
         let n = self.shared.telemetry.written();
-        self.shared.telemetry.read_since(n.saturating_sub(120), &mut recent);
+        self.shared
+            .telemetry
+            .read_since(n.saturating_sub(120), &mut recent);
         let mut lat: Vec<f32> = recent
             .iter()
             .filter(|s| s.has_frame)
-            .map(|s| if s.capture_to_pwm_us > 0.0 { s.capture_to_pwm_us } else { s.total_us })
+            .map(|s| {
+                if s.capture_to_pwm_us > 0.0 {
+                    s.capture_to_pwm_us
+                } else {
+                    s.total_us
+                }
+            })
             .collect();
         lat.sort_by(|a, b| a.total_cmp(b));
         let pct = |p: f32| {
@@ -154,7 +162,12 @@ impl CarApi for RuntimeApi {
         } else if latest.stalled {
             Some("stall: no fresh action, neutral".to_string())
         } else {
-            event::text(self.shared.last_event.load(std::sync::atomic::Ordering::Relaxed)).map(String::from)
+            event::text(
+                self.shared
+                    .last_event
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .map(String::from)
         };
         CarStatus {
             mode: to_web_mode(latest.mode()),
@@ -200,10 +213,16 @@ impl CarApi for RuntimeApi {
             web_ui::Command::EStop => self.send(Command::EStop),
             web_ui::Command::ResetEStop => self.send(Command::ResetEStop),
             web_ui::Command::SetMaxSpeed { percent } => {
-                let p = if percent.is_finite() { percent.clamp(0.0, 100.0).round() as u8 } else { 0 };
+                let p = if percent.is_finite() {
+                    percent.clamp(0.0, 100.0).round() as u8
+                } else {
+                    0
+                };
                 self.send(Command::MaxSpeed(p))
             }
-            web_ui::Command::Manual { steering, throttle } => self.send(Command::Manual { steering, throttle }),
+            web_ui::Command::Manual { steering, throttle } => {
+                self.send(Command::Manual { steering, throttle })
+            }
         }
     }
 
@@ -211,12 +230,24 @@ impl CarApi for RuntimeApi {
         let mut tmp = Vec::with_capacity(256);
         let newest = self.shared.telemetry.read_since(after_seq, &mut tmp);
         let room = out.capacity().saturating_sub(out.len());
-        let skip = if room > 0 && tmp.len() > room { tmp.len() - room } else { 0 };
+        let skip = if room > 0 && tmp.len() > room {
+            tmp.len() - room
+        } else {
+            0
+        };
         out.extend(tmp.iter().skip(skip).map(|s| {
-            let total = if s.capture_to_pwm_us > 0.0 { s.capture_to_pwm_us } else { s.total_us };
+            let total = if s.capture_to_pwm_us > 0.0 {
+                s.capture_to_pwm_us
+            } else {
+                s.total_us
+            };
             TelemetrySample {
                 seq: s.tick,
-                timestamp_ns: if s.has_frame { s.timestamp_ns } else { s.tick_ns },
+                timestamp_ns: if s.has_frame {
+                    s.timestamp_ns
+                } else {
+                    s.tick_ns
+                },
                 mode: Some(to_web_mode(s.mode())),
                 steering: s.wire_steering,
                 throttle: s.wire_throttle,
@@ -275,14 +306,18 @@ impl CarApi for RuntimeApi {
         let c = from_web_cal(&cal);
         c.validate().map_err(|e| ApiError::Invalid(e.to_string()))?;
         if matches!(self.mode_now(), Mode::Manual | Mode::Autonomous) {
-            return Err(ApiError::Refused("stop the car before changing the calibration".into()));
+            return Err(ApiError::Refused(
+                "stop the car before changing the calibration".into(),
+            ));
         }
         self.set_live(c)
     }
 
     fn calibration_pulse(&self, channel: Channel, pulse_ns: u32) -> Result<(), ApiError> {
         if matches!(self.mode_now(), Mode::Manual | Mode::Autonomous) {
-            return Err(ApiError::Refused("enter calibration mode first (stop the car)".into()));
+            return Err(ApiError::Refused(
+                "enter calibration mode first (stop the car)".into(),
+            ));
         }
         let ns = pulse_ns.clamp(500_000, 2_500_000);
         let cmd = match channel {
@@ -301,7 +336,8 @@ impl CarApi for RuntimeApi {
     fn calibration_save(&self) -> Result<web_ui::Calibration, ApiError> {
         let live = *self.live.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(dir) = self.actuator.calibration.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| ApiError::Internal(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ApiError::Internal(format!("{}: {e}", dir.display())))?;
         }
         live.save(&self.actuator.calibration)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -320,10 +356,13 @@ impl CarApi for RuntimeApi {
     fn calibration_import_stock(&self, json: &[u8]) -> Result<web_ui::Calibration, ApiError> {
         let text = std::str::from_utf8(json)
             .map_err(|_| ApiError::Invalid("calibration.json: not UTF-8 text".into()))?;
-        let cal = servo_driver::Calibration::from_deepracer_json(text, Path::new("calibration.json"))
-            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+        let cal =
+            servo_driver::Calibration::from_deepracer_json(text, Path::new("calibration.json"))
+                .map_err(|e| ApiError::Invalid(e.to_string()))?;
         if matches!(self.mode_now(), Mode::Manual | Mode::Autonomous) {
-            return Err(ApiError::Refused("stop the car before changing the calibration".into()));
+            return Err(ApiError::Refused(
+                "stop the car before changing the calibration".into(),
+            ));
         }
         self.set_live(cal)?;
         Ok(to_web_cal(&cal))
@@ -350,15 +389,19 @@ impl CarApi for RuntimeApi {
                 shape[3],
                 spec.layout.as_str()
             ),
-            sensors: m.metadata.sensor.iter().map(|s| s.as_str().to_string()).collect(),
+            sensors: m
+                .metadata
+                .sensor
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect(),
         })
     }
 
     fn load_model(&self, dir: &Path) -> Result<(), ApiError> {
-        let loader = self
-            .loader
-            .as_ref()
-            .ok_or_else(|| ApiError::Internal("no inference backend is available on this car".into()))?;
+        let loader = self.loader.as_ref().ok_or_else(|| {
+            ApiError::Internal("no inference backend is available on this car".into())
+        })?;
         if loader.request(dir.to_path_buf()) {
             Ok(())
         } else {

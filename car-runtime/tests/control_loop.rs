@@ -3,7 +3,7 @@
 //! The wheels record every write; the assertions are about what reached
 //! the wire and when.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,7 +66,12 @@ struct FixedBrain {
 }
 
 impl Brain for FixedBrain {
-    fn decide(&mut self, f: &Frame<'_>, scale: f32, _t: &mut StageTimes) -> Result<Action, BrainError> {
+    fn decide(
+        &mut self,
+        f: &Frame<'_>,
+        scale: f32,
+        _t: &mut StageTimes,
+    ) -> Result<Action, BrainError> {
         if self.fail.contains(&f.seq) {
             return Err(BrainError("injected inference failure".into()));
         }
@@ -125,7 +130,8 @@ fn shared() -> Arc<Shared> {
 fn opts() -> LoopOptions {
     LoopOptions {
         clock: LoopClock::Source,
-        poll: Duration::from_millis(1),
+        // On the source clock a timeout counts as this much time: one frame period.
+        poll: Duration::from_nanos(66_666_667),
         publish_frames: false,
         ..LoopOptions::default()
     }
@@ -135,13 +141,6 @@ fn autonomous(lp: &mut ControlLoop, pct: u8) {
     lp.arbiter.select(0, DriveMode::Autonomous);
     lp.arbiter.set_max_speed(pct);
     lp.arbiter.start(0).unwrap();
-}
-
-/// Per tick: (tick index, throttle on the wire) from the telemetry ring.
-fn wire_throttle(sh: &Shared) -> Vec<(u64, bool, f32)> {
-    let mut v = Vec::new();
-    sh.telemetry.read_since(0, &mut v);
-    v.iter().map(|s| (s.seq, s.has_frame, s.wire_throttle)).collect()
 }
 
 #[test]
@@ -160,7 +159,13 @@ fn stalled_camera_goes_neutral_within_200ms_and_recovers() {
         name: "fixed",
         throttle: 1.0,
     };
-    let mut lp = ControlLoop::new(Box::new(src), Some(Box::new(brain)), Box::new(wire.clone()), sh.clone(), opts());
+    let mut lp = ControlLoop::new(
+        Box::new(src),
+        Some(Box::new(brain)),
+        Box::new(wire.clone()),
+        sh.clone(),
+        opts(),
+    );
     autonomous(&mut lp, 50);
     let s = lp.run();
     assert_eq!(s.end, EndReason::EndOfStream);
@@ -185,7 +190,10 @@ fn stalled_camera_goes_neutral_within_200ms_and_recovers() {
     // Frames flow again: driving resumes without any user action.
     assert!(v[40].wire_throttle > 0.49 && !v[40].stalled);
     // Exit wrote neutral last.
-    assert_eq!(*wire.writes.lock().unwrap().last().unwrap(), (0.0, 0.0, true));
+    assert_eq!(
+        *wire.writes.lock().unwrap().last().unwrap(),
+        (0.0, 0.0, true)
+    );
     assert_eq!(s.frames, 45);
 }
 
@@ -204,7 +212,13 @@ fn failing_inference_goes_neutral_within_bound_and_is_counted() {
         name: "flaky",
         throttle: 1.0,
     };
-    let mut lp = ControlLoop::new(Box::new(src), Some(Box::new(brain)), Box::new(Wire::default()), sh.clone(), opts());
+    let mut lp = ControlLoop::new(
+        Box::new(src),
+        Some(Box::new(brain)),
+        Box::new(Wire::default()),
+        sh.clone(),
+        opts(),
+    );
     autonomous(&mut lp, 100);
     let s = lp.run();
     assert_eq!(s.inference_errors, 15);
@@ -213,7 +227,11 @@ fn failing_inference_goes_neutral_within_bound_and_is_counted() {
     // Failures from frame 10; last good action at frame 9. Frames 10-12 are
     // within 200 ms of it (held), frame 13 (+266 ms) must be neutral.
     for s in &v[13..25] {
-        assert_eq!(s.wire_throttle, 0.0, "tick {} drove {}", s.tick, s.wire_throttle);
+        assert_eq!(
+            s.wire_throttle, 0.0,
+            "tick {} drove {}",
+            s.tick, s.wire_throttle
+        );
         assert!(s.stalled);
     }
     assert!(v[30].wire_throttle > 0.99);
@@ -234,7 +252,13 @@ fn commands_from_the_queue_start_stop_and_estop() {
         name: "fixed",
         throttle: 1.0,
     };
-    let lp = ControlLoop::new(Box::new(src), Some(Box::new(brain)), Box::new(Wire::default()), sh.clone(), opts());
+    let lp = ControlLoop::new(
+        Box::new(src),
+        Some(Box::new(brain)),
+        Box::new(Wire::default()),
+        sh.clone(),
+        opts(),
+    );
     let h = lp.spawn().unwrap();
     let wait_for = |f: &dyn Fn(&car_runtime::telemetry::Sample) -> bool| {
         let t0 = std::time::Instant::now();
@@ -244,7 +268,10 @@ fn commands_from_the_queue_start_stop_and_estop() {
                     return s;
                 }
             }
-            assert!(t0.elapsed() < Duration::from_secs(20), "condition not reached");
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "condition not reached"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     };
@@ -282,7 +309,13 @@ fn manual_commands_expire_after_250ms() {
         buf: vec![0; 16],
         t: 0,
     };
-    let mut lp = ControlLoop::new(Box::new(src), None, Box::new(Wire::default()), sh.clone(), opts());
+    let mut lp = ControlLoop::new(
+        Box::new(src),
+        None,
+        Box::new(Wire::default()),
+        sh.clone(),
+        opts(),
+    );
     lp.arbiter.set_max_speed(100);
     lp.arbiter.select(0, DriveMode::Manual);
     lp.arbiter.start(0).unwrap();
@@ -299,7 +332,11 @@ fn manual_commands_expire_after_250ms() {
     for s in &v {
         let age = s.tick_ns;
         if age > 250_000_000 {
-            assert_eq!(s.wire_throttle, 0.0, "still driving {} ns after the last command", age);
+            assert_eq!(
+                s.wire_throttle, 0.0,
+                "still driving {} ns after the last command",
+                age
+            );
         }
     }
 }
@@ -319,7 +356,13 @@ fn model_swap_takes_effect_between_frames_and_old_model_is_handed_back() {
         name: "first",
         throttle: 0.3,
     };
-    let mut lp = ControlLoop::new(Box::new(src), Some(Box::new(first)), Box::new(Wire::default()), sh.clone(), opts());
+    let mut lp = ControlLoop::new(
+        Box::new(src),
+        Some(Box::new(first)),
+        Box::new(Wire::default()),
+        sh.clone(),
+        opts(),
+    );
     autonomous(&mut lp, 100);
     let h = lp.spawn().unwrap();
     while sh.telemetry.latest().is_none_or(|s| s.wire_throttle == 0.0) {
@@ -348,14 +391,19 @@ fn model_swap_takes_effect_between_frames_and_old_model_is_handed_back() {
 fn bad_model_through_the_loader_keeps_the_old_one() {
     // The real loader thread with a real (tract) backend: a folder whose
     // metadata does not match the graph is rejected before the loop sees it.
-    let backend = match car_runtime::pipeline::init_backend(car_runtime::config::BackendChoice::Tract, "") {
-        Ok(b) => b,
-        Err(e) => panic!("tract backend: {e}"),
-    };
+    let backend =
+        match car_runtime::pipeline::init_backend(car_runtime::config::BackendChoice::Tract, "") {
+            Ok(b) => b,
+            Err(e) => panic!("tract backend: {e}"),
+        };
     let sh = shared();
     let loader = car_runtime::pipeline::ModelLoader::start(sh.clone(), backend, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("model.onnx"), car_runtime::pipeline::BUNDLED_ONNX).unwrap();
+    std::fs::write(
+        dir.path().join("model.onnx"),
+        car_runtime::pipeline::BUNDLED_ONNX,
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("model_metadata.json"),
         r#"{"action_space": [{"steering_angle": 0, "speed": 1}], "sensor": ["FRONT_FACING_CAMERA"]}"#,
@@ -376,7 +424,11 @@ fn bad_model_through_the_loader_keeps_the_old_one() {
     // Nothing was handed to the loop.
     assert!(sh.models_in.dequeue().is_none());
     // A good one (the bundled model) is handed over.
-    std::fs::write(dir.path().join("model_metadata.json"), car_runtime::pipeline::BUNDLED_METADATA).unwrap();
+    std::fs::write(
+        dir.path().join("model_metadata.json"),
+        car_runtime::pipeline::BUNDLED_METADATA,
+    )
+    .unwrap();
     assert!(loader.request(dir.path().to_path_buf()));
     let t0 = std::time::Instant::now();
     let b = loop {
@@ -402,10 +454,14 @@ fn recorder_in_the_loop_never_blocks_and_counts_drops() {
         buf: vec![100; 16],
         t: 0,
     };
-    let mut lp = ControlLoop::new(Box::new(src), None, Box::new(Wire::default()), sh.clone(), opts());
+    let mut lp = ControlLoop::new(
+        Box::new(src),
+        None,
+        Box::new(Wire::default()),
+        sh.clone(),
+        opts(),
+    );
     lp.recorder = Some(rec);
-    let counter = Arc::new(AtomicU64::new(0));
-    let _ = counter.load(Ordering::Relaxed);
     let s = lp.run();
     let r = s.record.unwrap();
     assert_eq!(s.frames, 200);
@@ -413,8 +469,15 @@ fn recorder_in_the_loop_never_blocks_and_counts_drops() {
     // most frames were dropped and counted, none lost silently.
     assert_eq!(r.recorded + r.dropped, 200);
     assert!(r.dropped > 150, "{r:?}");
-    let files = std::fs::read_dir(dir.path()).unwrap().filter(|e| {
-        e.as_ref().unwrap().path().extension().is_some_and(|x| x == "jpg")
-    }).count() as u64;
+    let files = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "jpg")
+        })
+        .count() as u64;
     assert_eq!(files, r.recorded);
 }

@@ -68,7 +68,10 @@ impl ActionMapper {
                 angles: actions.iter().map(|x| x.steering_angle as f32).collect(),
                 speeds: actions.iter().map(|x| x.speed as f32).collect(),
             },
-            ActionSpace::Continuous { steering_angle, speed } => Space::Continuous {
+            ActionSpace::Continuous {
+                steering_angle,
+                speed,
+            } => Space::Continuous {
                 steer_low: steering_angle.low as f32,
                 steer_high: steering_angle.high as f32,
                 speed_low: speed.low as f32,
@@ -77,7 +80,11 @@ impl ActionMapper {
         };
         ActionMapper {
             space,
-            inv_max_angle: if max_angle > 0.0 { 1.0 / max_angle } else { 0.0 },
+            inv_max_angle: if max_angle > 0.0 {
+                1.0 / max_angle
+            } else {
+                0.0
+            },
             a,
             b,
         }
@@ -124,7 +131,11 @@ impl ActionMapper {
                 if !s.is_finite() || !v.is_finite() {
                     return MappedAction::NEUTRAL;
                 }
-                (None, scale(s, *steer_low, *steer_high), scale(v, *speed_low, *speed_high))
+                (
+                    None,
+                    scale(s, *steer_low, *steer_high),
+                    scale(v, *speed_low, *speed_high),
+                )
             }
         };
         let scale_setting = if max_speed_scale.is_finite() {
@@ -162,7 +173,10 @@ mod tests {
         let mut v = Vec::new();
         for angle in [-30.0, 0.0, 30.0] {
             for speed in [1.0 / 3.0, 2.0 / 3.0, 1.0] {
-                v.push(DiscreteAction { steering_angle: angle, speed });
+                v.push(DiscreteAction {
+                    steering_angle: angle,
+                    speed,
+                });
             }
         }
         ActionSpace::Discrete(v)
@@ -190,15 +204,25 @@ mod tests {
         close(a.steering, -1.0);
         close(a.throttle, 0.6);
         // Ties go to the first, like numpy.argmax.
-        assert_eq!(m.map(&[0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], 1.0).index, Some(0));
+        assert_eq!(
+            m.map(&[0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], 1.0)
+                .index,
+            Some(0)
+        );
     }
 
     #[test]
     fn curve_passes_through_stock_points() {
         // vmax = 4: (2, 0.8) and (4, 1.0) as the compat notes say.
         let s = ActionSpace::Discrete(vec![
-            DiscreteAction { steering_angle: -20.0, speed: 2.0 },
-            DiscreteAction { steering_angle: 10.0, speed: 4.0 },
+            DiscreteAction {
+                steering_angle: -20.0,
+                speed: 2.0,
+            },
+            DiscreteAction {
+                steering_angle: 10.0,
+                speed: 4.0,
+            },
         ]);
         let m = ActionMapper::new(&s);
         let a = m.map(&[1.0, 0.0], 1.0);
@@ -213,8 +237,14 @@ mod tests {
     #[test]
     fn continuous_clip_and_scale() {
         let s = ActionSpace::Continuous {
-            steering_angle: Range { low: -30.0, high: 30.0 },
-            speed: Range { low: 0.5, high: 2.0 },
+            steering_angle: Range {
+                low: -30.0,
+                high: 30.0,
+            },
+            speed: Range {
+                low: 0.5,
+                high: 2.0,
+            },
         };
         let m = ActionMapper::new(&s);
         // steer 0.5 -> 15 deg, steering 0.5; speed 0 -> 1.25 m/s.
@@ -232,8 +262,14 @@ mod tests {
         close(a.throttle, 1.0);
         // Asymmetric steering range: max |angle| is 30, low -10.
         let s2 = ActionSpace::Continuous {
-            steering_angle: Range { low: -10.0, high: 30.0 },
-            speed: Range { low: 1.0, high: 2.0 },
+            steering_angle: Range {
+                low: -10.0,
+                high: 30.0,
+            },
+            speed: Range {
+                low: 1.0,
+                high: 2.0,
+            },
         };
         let a = ActionMapper::new(&s2).map(&[-1.0, -1.0], 1.0);
         close(a.steering_angle_deg, -10.0);
@@ -250,8 +286,14 @@ mod tests {
         out[4] = 0.2;
         assert_eq!(m.map(&out, 1.0).index, Some(4));
         let c = ActionMapper::new(&ActionSpace::Continuous {
-            steering_angle: Range { low: -30.0, high: 30.0 },
-            speed: Range { low: 0.5, high: 2.0 },
+            steering_angle: Range {
+                low: -30.0,
+                high: 30.0,
+            },
+            speed: Range {
+                low: 0.5,
+                high: 2.0,
+            },
         });
         assert_eq!(c.map(&[f32::NAN, 0.0], 1.0), MappedAction::NEUTRAL);
         assert_eq!(c.map(&[0.0], 1.0), MappedAction::NEUTRAL);

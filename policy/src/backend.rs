@@ -21,7 +21,9 @@ impl std::str::FromStr for BackendChoice {
             "auto" => Ok(BackendChoice::Auto),
             "tract" => Ok(BackendChoice::Tract),
             "onnxruntime" | "ort" | "onnx-runtime" => Ok(BackendChoice::OnnxRuntime),
-            other => Err(format!("unknown backend \"{other}\" (expected auto, tract or onnxruntime)")),
+            other => Err(format!(
+                "unknown backend \"{other}\" (expected auto, tract or onnxruntime)"
+            )),
         }
     }
 }
@@ -219,7 +221,10 @@ pub fn onnxruntime_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
             let mut pys: Vec<PathBuf> = rd
                 .flatten()
                 .map(|e| e.path())
-                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("python3")))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("python3"))
+                })
                 .collect();
             pys.sort();
             for p in pys.into_iter().rev() {
@@ -229,19 +234,22 @@ pub fn onnxruntime_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
         }
     }
     for d in dirs {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         let mut found: Vec<PathBuf> = rd
             .flatten()
             .map(|e| e.path())
             .filter(|p| {
                 p.file_name().is_some_and(|n| {
                     let n = n.to_string_lossy();
-                    n == "libonnxruntime.so" || n.starts_with("libonnxruntime.so.") || n == "libonnxruntime.dylib"
+                    n == "libonnxruntime.so"
+                        || n.starts_with("libonnxruntime.so.")
+                        || n == "libonnxruntime.dylib"
                 })
             })
             .collect();
         // Unversioned first, then the highest version.
-        found.sort_by_key(|p| std::cmp::Reverse(p.to_string_lossy().len()));
         found.sort_by(|a, b| b.cmp(a));
         found.sort_by_key(|p| p.file_name().map(|n| n != "libonnxruntime.so"));
         out.extend(found);
@@ -249,12 +257,14 @@ pub fn onnxruntime_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     out
 }
 
-fn load_onnxruntime(explicit: Option<&Path>) -> Result<(PathBuf, String, ort::sys::OrtApi), BackendError> {
+fn load_onnxruntime(
+    explicit: Option<&Path>,
+) -> Result<(PathBuf, String, ort::sys::OrtApi), BackendError> {
     // ONNX Runtime reads this when it starts; the builder's telemetry switch
     // alone does not stop Microsoft builds from emitting telemetry.
-    // SAFETY: called before the library is loaded and before any thread of
-    // ours reads the environment concurrently (init holds the state lock).
-    unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
+    // Set before the library loads; init holds the state lock, and the
+    // daemon calls init at start-up before it spawns threads.
+    std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
     let candidates = onnxruntime_candidates(explicit);
     if candidates.is_empty() {
         return Err(BackendError::NotFound {
@@ -293,7 +303,8 @@ fn load_one(path: &Path) -> Result<(String, ort::sys::OrtApi), BackendError> {
     let lib = unsafe { libloading::Library::new(path) }.map_err(|e| err(e.to_string()))?;
     let (version, api) = unsafe {
         let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
-            lib.get(b"OrtGetApiBase\0").map_err(|e| err(format!("not an ONNX Runtime library: {e}")))?;
+            lib.get(b"OrtGetApiBase\0")
+                .map_err(|e| err(format!("not an ONNX Runtime library: {e}")))?;
         let base = get_base();
         if base.is_null() {
             return Err(err("OrtGetApiBase returned null".into()));
@@ -302,7 +313,9 @@ fn load_one(path: &Path) -> Result<(String, ort::sys::OrtApi), BackendError> {
         let version = if vptr.is_null() {
             "unknown".to_string()
         } else {
-            std::ffi::CStr::from_ptr(vptr).to_string_lossy().into_owned()
+            std::ffi::CStr::from_ptr(vptr)
+                .to_string_lossy()
+                .into_owned()
         };
         let api = ((*base).GetApi)(ort::sys::ORT_API_VERSION);
         if api.is_null() {
@@ -314,7 +327,7 @@ fn load_one(path: &Path) -> Result<(String, ort::sys::OrtApi), BackendError> {
         }
         // The OrtApi table is static data inside the library, which we never
         // unload; ort keeps its own copy of the function pointers.
-        (version, *api)
+        (version, (*api).clone())
     };
     std::mem::forget(lib);
     Ok((version, api))

@@ -126,7 +126,13 @@ impl GraphBuilder {
     }
 
     /// Add a node; returns its (single) output name. `out` = None picks a fresh name.
-    pub fn node(&mut self, op: &str, inputs: &[&str], out: Option<&str>, attrs: &[(&str, Attr)]) -> String {
+    pub fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        out: Option<&str>,
+        attrs: &[(&str, Attr)],
+    ) -> String {
         self.counter += 1;
         let out = out
             .map(str::to_string)
@@ -251,7 +257,9 @@ impl SplitMix {
 /// Output size of a valid (unpadded) convolution.
 fn conv_out(n: usize, k: usize, s: usize) -> Result<usize, ExportError> {
     if n < k {
-        return Err(ExportError::Invalid(format!("input of {n} pixels is smaller than the {k}-pixel kernel")));
+        return Err(ExportError::Invalid(format!(
+            "input of {n} pixels is smaller than the {k}-pixel kernel"
+        )));
     }
     Ok((n - k) / s + 1)
 }
@@ -290,7 +298,9 @@ impl ShallowWeights {
 /// Divide by 255 and bring the input to NCHW; returns the tensor name.
 fn input_stage(g: &mut GraphBuilder, spec: &InputSpec) -> Result<String, ExportError> {
     if spec.channels != 1 && spec.channels != 3 {
-        return Err(ExportError::Invalid("input must have 1 or 3 channels".into()));
+        return Err(ExportError::Invalid(
+            "input must have 1 or 3 channels".into(),
+        ));
     }
     let dims: Vec<i64> = spec.shape().iter().map(|&d| d as i64).collect();
     let x = g.input("camera", &dims);
@@ -298,7 +308,12 @@ fn input_stage(g: &mut GraphBuilder, spec: &InputSpec) -> Result<String, ExportE
     let x = g.node("Div", &[&x, &k], None, &[]);
     Ok(match spec.layout {
         Layout::Nchw => x,
-        Layout::Nhwc => g.node("Transpose", &[&x], None, &[("perm", Attr::Ints(vec![0, 3, 1, 2]))]),
+        Layout::Nhwc => g.node(
+            "Transpose",
+            &[&x],
+            None,
+            &[("perm", Attr::Ints(vec![0, 3, 1, 2]))],
+        ),
     })
 }
 
@@ -313,10 +328,16 @@ fn head_stage(g: &mut GraphBuilder, x: &str, head: Head, outputs: usize) {
 
 fn check_len(name: &str, v: &[f32], n: usize) -> Result<(), ExportError> {
     if v.len() != n {
-        return Err(ExportError::Invalid(format!("{name}: expected {n} values, got {}", v.len())));
+        return Err(ExportError::Invalid(format!(
+            "{name}: expected {n} values, got {}",
+            v.len()
+        )));
     }
     Ok(())
 }
+
+/// name, weights, bias, out channels, in channels, kernel, stride.
+type ConvLayer<'a> = (&'a str, &'a [f32], &'a [f32], i64, i64, i64, i64);
 
 /// The DeepRacer shallow CNN: conv 32x8/4, conv 64x4/2, conv 64x3/1 (ReLU,
 /// valid), dense 512 (ReLU), head. 22.2 M multiply-adds at 160x120x1.
@@ -326,7 +347,9 @@ pub fn shallow_cnn(spec: &NetSpec, w: &ShallowWeights) -> Result<Vec<u8>, Export
     let flat = 64 * h3 * w3;
     let n = spec.outputs;
     if n == 0 {
-        return Err(ExportError::Invalid("a policy needs at least one output".into()));
+        return Err(ExportError::Invalid(
+            "a policy needs at least one output".into(),
+        ));
     }
     check_len("conv1_w", &w.conv1_w, 32 * c * 64)?;
     check_len("conv1_b", &w.conv1_b, 32)?;
@@ -341,7 +364,7 @@ pub fn shallow_cnn(spec: &NetSpec, w: &ShallowWeights) -> Result<Vec<u8>, Export
 
     let mut g = GraphBuilder::new("deepracer_shallow");
     let mut x = input_stage(&mut g, &spec.input)?;
-    let convs: [(&str, &[f32], &[f32], i64, i64, i64, i64); 3] = [
+    let convs: [ConvLayer; 3] = [
         ("conv1", &w.conv1_w, &w.conv1_b, 32, c as i64, 8, 4),
         ("conv2", &w.conv2_w, &w.conv2_b, 64, 32, 4, 2),
         ("conv3", &w.conv3_w, &w.conv3_b, 64, 64, 3, 1),
@@ -353,7 +376,10 @@ pub fn shallow_cnn(spec: &NetSpec, w: &ShallowWeights) -> Result<Vec<u8>, Export
             "Conv",
             &[&x, &wn, &bn],
             None,
-            &[("kernel_shape", Attr::Ints(vec![k, k])), ("strides", Attr::Ints(vec![s, s]))],
+            &[
+                ("kernel_shape", Attr::Ints(vec![k, k])),
+                ("strides", Attr::Ints(vec![s, s])),
+            ],
         );
         x = g.node("Relu", &[&y], None, &[]);
     }
@@ -391,7 +417,11 @@ impl LinearWeights {
         let p = Self::pooled_len(spec, pool);
         let mut r = SplitMix::new(seed);
         let (w1, b1, first_out) = if hidden > 0 {
-            (r.fill(p * hidden, (6.0 / p as f32).sqrt()), vec![0.0; hidden], hidden)
+            (
+                r.fill(p * hidden, (6.0 / p as f32).sqrt()),
+                vec![0.0; hidden],
+                hidden,
+            )
         } else {
             (Vec::new(), Vec::new(), p)
         };
@@ -409,7 +439,9 @@ impl LinearWeights {
 pub fn linear_policy(spec: &NetSpec, w: &LinearWeights) -> Result<Vec<u8>, ExportError> {
     let n = spec.outputs;
     if w.pool == 0 || spec.input.height < w.pool || spec.input.width < w.pool || n == 0 {
-        return Err(ExportError::Invalid("pool must be between 1 and the image size, outputs > 0".into()));
+        return Err(ExportError::Invalid(
+            "pool must be between 1 and the image size, outputs > 0".into(),
+        ));
     }
     let p = LinearWeights::pooled_len(spec, w.pool);
     let mut g = GraphBuilder::new("linear_policy");
@@ -419,7 +451,10 @@ pub fn linear_policy(spec: &NetSpec, w: &LinearWeights) -> Result<Vec<u8>, Expor
         "AveragePool",
         &[&x],
         None,
-        &[("kernel_shape", Attr::Ints(vec![k, k])), ("strides", Attr::Ints(vec![k, k]))],
+        &[
+            ("kernel_shape", Attr::Ints(vec![k, k])),
+            ("strides", Attr::Ints(vec![k, k])),
+        ],
     );
     let mut x = g.node("Flatten", &[&x], None, &[("axis", Attr::Int(1))]);
     let mut width = p;
@@ -443,7 +478,11 @@ pub fn linear_policy(spec: &NetSpec, w: &LinearWeights) -> Result<Vec<u8>, Expor
 
 /// Write `model.onnx` and `model_metadata.json` into `dir` (created if
 /// needed), each atomically.
-pub fn write_model_dir(dir: &Path, onnx: &[u8], metadata: &ModelMetadata) -> Result<(), ExportError> {
+pub fn write_model_dir(
+    dir: &Path,
+    onnx: &[u8],
+    metadata: &ModelMetadata,
+) -> Result<(), ExportError> {
     std::fs::create_dir_all(dir).map_err(|source| ExportError::Io {
         file: dir.display().to_string(),
         source,

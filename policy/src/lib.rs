@@ -15,6 +15,7 @@
 
 pub mod action;
 pub mod backend;
+pub mod check;
 pub mod export;
 pub mod frame;
 pub mod jpeg;

@@ -228,10 +228,7 @@ impl Ctx<'_> {
                     Err(self.err(field, format!("expected a finite number, got {n}")))
                 }
             }
-            Some(other) => Err(self.err(
-                field,
-                format!("expected a number, got {}", short(other)),
-            )),
+            Some(other) => Err(self.err(field, format!("expected a number, got {}", short(other)))),
         }
     }
 
@@ -261,7 +258,10 @@ fn parse_range(ctx: &Ctx, v: Option<&Value>, field: &str) -> Result<Range, Metad
         Some(other) => {
             return Err(ctx.err(
                 field,
-                format!("expected {{\"low\": .., \"high\": ..}}, got {}", short(other)),
+                format!(
+                    "expected {{\"low\": .., \"high\": ..}}, got {}",
+                    short(other)
+                ),
             ))
         }
     };
@@ -298,9 +298,12 @@ impl ModelMetadata {
 
     pub fn from_value(root: &Value, file: &str) -> Result<ModelMetadata, MetadataError> {
         let ctx = Ctx { file };
-        let obj = root
-            .as_object()
-            .ok_or_else(|| ctx.err("(top level)", format!("expected an object, got {}", short(root))))?;
+        let obj = root.as_object().ok_or_else(|| {
+            ctx.err(
+                "(top level)",
+                format!("expected an object, got {}", short(root)),
+            )
+        })?;
 
         let space_type = match obj.get("action_space_type") {
             None | Some(Value::Null) => "discrete",
@@ -324,14 +327,17 @@ impl ModelMetadata {
                     }
                 };
                 if list.is_empty() {
-                    return Err(ctx.err("action_space", "a discrete action space needs at least one action"));
+                    return Err(ctx.err(
+                        "action_space",
+                        "a discrete action space needs at least one action",
+                    ));
                 }
                 let mut actions = Vec::with_capacity(list.len());
                 for (i, a) in list.iter().enumerate() {
                     let f = format!("action_space[{i}]");
-                    let o = a
-                        .as_object()
-                        .ok_or_else(|| ctx.err(&f, format!("expected an object, got {}", short(a))))?;
+                    let o = a.as_object().ok_or_else(|| {
+                        ctx.err(&f, format!("expected an object, got {}", short(a)))
+                    })?;
                     let steering_angle =
                         ctx.number(o.get("steering_angle"), &format!("{f}.steering_angle"))?;
                     let speed = ctx.number(o.get("speed"), &format!("{f}.speed"))?;
@@ -347,7 +353,10 @@ impl ModelMetadata {
                             ));
                         }
                     }
-                    actions.push(DiscreteAction { steering_angle, speed });
+                    actions.push(DiscreteAction {
+                        steering_angle,
+                        speed,
+                    });
                 }
                 ActionSpace::Discrete(actions)
             }
@@ -368,7 +377,11 @@ impl ModelMetadata {
                     }
                 };
                 ActionSpace::Continuous {
-                    steering_angle: parse_range(&ctx, o.get("steering_angle"), "action_space.steering_angle")?,
+                    steering_angle: parse_range(
+                        &ctx,
+                        o.get("steering_angle"),
+                        "action_space.steering_angle",
+                    )?,
                     speed: parse_range(&ctx, o.get("speed"), "action_space.speed")?,
                 }
             }
@@ -392,7 +405,11 @@ impl ModelMetadata {
                             &f,
                             format!(
                                 "unknown sensor \"{name}\" (known: {})",
-                                Sensor::ALL.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ")
+                                Sensor::ALL
+                                    .iter()
+                                    .map(|(_, n)| *n)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                         )
                     })?;
@@ -405,7 +422,10 @@ impl ModelMetadata {
                 }
             }
             Some(other) => {
-                return Err(ctx.err("sensor", format!("expected a list of sensor names, got {}", short(other))))
+                return Err(ctx.err(
+                    "sensor",
+                    format!("expected a list of sensor names, got {}", short(other)),
+                ))
             }
         };
 
@@ -433,7 +453,10 @@ impl ModelMetadata {
             Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
             Some(other) => {
-                return Err(ctx.err("version", format!("expected a string such as \"4\", got {}", short(other))))
+                return Err(ctx.err(
+                    "version",
+                    format!("expected a string such as \"4\", got {}", short(other)),
+                ))
             }
         };
 
@@ -459,7 +482,10 @@ impl ModelMetadata {
                     .collect();
                 m.insert("action_space".into(), Value::Array(list));
             }
-            ActionSpace::Continuous { steering_angle, speed } => {
+            ActionSpace::Continuous {
+                steering_angle,
+                speed,
+            } => {
                 m.insert(
                     "action_space".into(),
                     json!({
@@ -471,11 +497,25 @@ impl ModelMetadata {
         }
         m.insert(
             "sensor".into(),
-            Value::Array(self.sensor.iter().map(|s| Value::from(s.as_str())).collect()),
+            Value::Array(
+                self.sensor
+                    .iter()
+                    .map(|s| Value::from(s.as_str()))
+                    .collect(),
+            ),
         );
-        m.insert("neural_network".into(), Value::from(self.neural_network.as_str()));
-        m.insert("training_algorithm".into(), Value::from(self.training_algorithm.as_str()));
-        m.insert("action_space_type".into(), Value::from(self.action_space.type_name()));
+        m.insert(
+            "neural_network".into(),
+            Value::from(self.neural_network.as_str()),
+        );
+        m.insert(
+            "training_algorithm".into(),
+            Value::from(self.training_algorithm.as_str()),
+        );
+        m.insert(
+            "action_space_type".into(),
+            Value::from(self.action_space.type_name()),
+        );
         if let Some(v) = &self.version {
             m.insert("version".into(), Value::from(v.as_str()));
         }
@@ -589,7 +629,11 @@ mod tests {
 
     #[test]
     fn missing_fields_take_deepracer_defaults() {
-        let m = ModelMetadata::parse(r#"{"action_space": [{"steering_angle": 0, "speed": 1}]}"#, F).unwrap();
+        let m = ModelMetadata::parse(
+            r#"{"action_space": [{"steering_angle": 0, "speed": 1}]}"#,
+            F,
+        )
+        .unwrap();
         assert_eq!(m.sensor, vec![Sensor::Observation]);
         assert_eq!(m.neural_network, NeuralNetwork::Shallow);
         assert_eq!(m.training_algorithm, TrainingAlgorithm::ClippedPpo);
@@ -600,7 +644,9 @@ mod tests {
     #[test]
     fn wrong_types_name_file_and_field() {
         assert_eq!(
-            err_text(r#"{"action_space": [{"steering_angle": 0, "speed": 1}, {"steering_angle": 0, "speed": 1}, {"steering_angle": 10, "speed": "fast"}]}"#),
+            err_text(
+                r#"{"action_space": [{"steering_angle": 0, "speed": 1}, {"steering_angle": 0, "speed": 1}, {"steering_angle": 10, "speed": "fast"}]}"#
+            ),
             r#"model_metadata.json: action_space[2].speed: expected a number, got "fast""#
         );
         assert_eq!(
@@ -609,16 +655,25 @@ mod tests {
         );
         assert!(err_text(r#"{"action_space": [{"steering_angle": 0, "speed": 1}], "sensor": "FRONT_FACING_CAMERA"}"#)
             .starts_with("model_metadata.json: sensor: expected a list"));
-        assert!(err_text(r#"{"action_space": [{"steering_angle": 0, "speed": 1}], "sensor": ["CAMERA_X"]}"#)
-            .starts_with("model_metadata.json: sensor[0]: unknown sensor \"CAMERA_X\""));
-        assert!(err_text(r#"{"action_space": [{"steering_angle": 0, "speed": 1}], "training_algorithm": "dqn"}"#)
-            .starts_with("model_metadata.json: training_algorithm:"));
+        assert!(err_text(
+            r#"{"action_space": [{"steering_angle": 0, "speed": 1}], "sensor": ["CAMERA_X"]}"#
+        )
+        .starts_with("model_metadata.json: sensor[0]: unknown sensor \"CAMERA_X\""));
+        assert!(err_text(
+            r#"{"action_space": [{"steering_angle": 0, "speed": 1}], "training_algorithm": "dqn"}"#
+        )
+        .starts_with("model_metadata.json: training_algorithm:"));
         assert!(err_text(r#"{"action_space_type": "discrete", "action_space": {"steering_angle": {"low": -1, "high": 1}}}"#)
             .starts_with("model_metadata.json: action_space: expected a list"));
         assert!(err_text("{\"action_space\": [").starts_with("model_metadata.json: not valid JSON"));
-        assert_eq!(err_text("{}"), "model_metadata.json: action_space: missing (expected a list of actions)");
-        assert!(err_text(r#"{"action_space": [{"steering_angle": 0, "speed": 1, "index": 3}]}"#)
-            .starts_with("model_metadata.json: action_space[0].index: is 3"));
+        assert_eq!(
+            err_text("{}"),
+            "model_metadata.json: action_space: missing (expected a list of actions)"
+        );
+        assert!(
+            err_text(r#"{"action_space": [{"steering_angle": 0, "speed": 1, "index": 3}]}"#)
+                .starts_with("model_metadata.json: action_space[0].index: is 3")
+        );
     }
 
     #[test]
@@ -631,7 +686,9 @@ mod tests {
         assert_eq!(ok.action_space.output_len(), 2);
         assert_eq!(ok.action_space.max_speed(), 2.0);
         assert_eq!(
-            err_text(r#"{"action_space_type": "continuous", "action_space": {"steering_angle": {"low": -30, "high": 30}, "speed": {"low": 1, "high": 1}}}"#),
+            err_text(
+                r#"{"action_space_type": "continuous", "action_space": {"steering_angle": {"low": -30, "high": 30}, "speed": {"low": 1, "high": 1}}}"#
+            ),
             "model_metadata.json: action_space.speed: high (1) must be greater than low (1)"
         );
         assert_eq!(
@@ -639,7 +696,9 @@ mod tests {
             "model_metadata.json: action_space.steering_angle: high (-30) must be greater than low (30)"
         );
         assert_eq!(
-            err_text(r#"{"action_space_type": "continuous", "action_space": {"steering_angle": {"low": -30, "high": 30}, "speed": {"low": 1}}}"#),
+            err_text(
+                r#"{"action_space_type": "continuous", "action_space": {"steering_angle": {"low": -30, "high": 30}, "speed": {"low": 1}}}"#
+            ),
             "model_metadata.json: action_space.speed.high: missing (expected a number)"
         );
     }
@@ -656,7 +715,10 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(METADATA_FILE);
-        let m = ModelMetadata::new(ActionSpace::Discrete(vec![DiscreteAction { steering_angle: 10.0, speed: 1.0 }]));
+        let m = ModelMetadata::new(ActionSpace::Discrete(vec![DiscreteAction {
+            steering_angle: 10.0,
+            speed: 1.0,
+        }]));
         m.save(&p).unwrap();
         assert_eq!(ModelMetadata::load(&p).unwrap(), m);
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();

@@ -167,13 +167,18 @@ impl ModelFiles {
         let mut ar = tar::Archive::new(gz.take(MAX_ARCHIVE_BYTES));
         let mut metadata_text: Option<(usize, String, Vec<u8>)> = None;
         let mut graph: Option<(usize, String, GraphFormat, Vec<u8>)> = None;
-        let entries = ar.entries().map_err(|e| aerr(format!("not a tar.gz archive: {e}")))?;
+        let entries = ar
+            .entries()
+            .map_err(|e| aerr(format!("not a tar.gz archive: {e}")))?;
         for (n, entry) in entries.enumerate() {
             if n >= MAX_ARCHIVE_ENTRIES {
                 return Err(aerr(format!("more than {MAX_ARCHIVE_ENTRIES} entries")));
             }
             let entry = entry.map_err(|e| aerr(format!("corrupt archive: {e}")))?;
-            let p = entry.path().map_err(|e| aerr(format!("bad entry name: {e}")))?.into_owned();
+            let p = entry
+                .path()
+                .map_err(|e| aerr(format!("bad entry name: {e}")))?
+                .into_owned();
             let shown = p.display().to_string();
             let mut depth = 0usize;
             for c in p.components() {
@@ -188,18 +193,32 @@ impl ModelFiles {
                 }
             }
             let kind = entry.header().entry_type();
-            let name = p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let wanted = name == METADATA_FILE || name == "model.onnx" || name == "model.pb";
             if !wanted {
                 continue;
             }
             if !kind.is_file() {
-                return Err(aerr(format!("\"{shown}\" is a link or special file, not a regular file")));
+                return Err(aerr(format!(
+                    "\"{shown}\" is a link or special file, not a regular file"
+                )));
             }
-            let size = entry.header().size().map_err(|e| aerr(format!("\"{shown}\": {e}")))?;
-            let limit = if name == METADATA_FILE { MAX_METADATA_BYTES } else { MAX_GRAPH_BYTES };
+            let size = entry
+                .header()
+                .size()
+                .map_err(|e| aerr(format!("\"{shown}\": {e}")))?;
+            let limit = if name == METADATA_FILE {
+                MAX_METADATA_BYTES
+            } else {
+                MAX_GRAPH_BYTES
+            };
             if size > limit {
-                return Err(aerr(format!("\"{shown}\" is {size} bytes, over the {limit}-byte limit")));
+                return Err(aerr(format!(
+                    "\"{shown}\" is {size} bytes, over the {limit}-byte limit"
+                )));
             }
             let mut buf = Vec::with_capacity(size as usize);
             entry
@@ -211,7 +230,11 @@ impl ModelFiles {
                     metadata_text = Some((depth, shown, buf));
                 }
             } else {
-                let format = if name == "model.onnx" { GraphFormat::Onnx } else { GraphFormat::TensorFlow };
+                let format = if name == "model.onnx" {
+                    GraphFormat::Onnx
+                } else {
+                    GraphFormat::TensorFlow
+                };
                 // Prefer ONNX, then the shallowest path.
                 let better = match &graph {
                     None => true,
@@ -285,7 +308,11 @@ impl Model {
         Self::from_files(files, backend, start)
     }
 
-    pub fn from_files(files: ModelFiles, backend: &Backend, start: Instant) -> Result<Model, ModelError> {
+    pub fn from_files(
+        files: ModelFiles,
+        backend: &Backend,
+        start: Instant,
+    ) -> Result<Model, ModelError> {
         let ModelFiles {
             source,
             metadata,
@@ -293,10 +320,13 @@ impl Model {
             graph_name,
             graph,
         } = files;
-        let sensor = metadata.camera_sensor(&format!("{}", source.join(METADATA_FILE).display()))?;
+        let sensor =
+            metadata.camera_sensor(&format!("{}", source.join(METADATA_FILE).display()))?;
         let mut policy = match format {
             GraphFormat::Onnx => Policy::from_onnx(&graph, &graph_name, backend)?,
-            GraphFormat::TensorFlow => Policy::from_tensorflow(&graph, &graph_name, &metadata, &sensor)?,
+            GraphFormat::TensorFlow => {
+                Policy::from_tensorflow(&graph, &graph_name, &metadata, &sensor)?
+            }
         };
         drop(graph);
         let want = metadata.action_space.output_len();

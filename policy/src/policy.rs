@@ -67,7 +67,10 @@ pub fn spec_from_shape(dims: &[i64]) -> Result<InputSpec, String> {
         ));
     }
     if dims[0] > 1 {
-        return Err(format!("has batch size {} (shape {dims:?}); expected 1 or dynamic", dims[0]));
+        return Err(format!(
+            "has batch size {} (shape {dims:?}); expected 1 or dynamic",
+            dims[0]
+        ));
     }
     let is_c = |d: i64| d == 1 || d == 3;
     let (layout, c, h, w) = if is_c(dims[3]) && !is_c(dims[1]) {
@@ -84,7 +87,9 @@ pub fn spec_from_shape(dims: &[i64]) -> Result<InputSpec, String> {
         ));
     };
     if h <= 0 || w <= 0 {
-        return Err(format!("has a dynamic height or width (shape {dims:?}); the model must fix its image size"));
+        return Err(format!(
+            "has a dynamic height or width (shape {dims:?}); the model must fix its image size"
+        ));
     }
     Ok(InputSpec {
         layout,
@@ -96,7 +101,11 @@ pub fn spec_from_shape(dims: &[i64]) -> Result<InputSpec, String> {
 }
 
 impl Policy {
-    pub(crate) fn from_onnx(bytes: &[u8], file: &str, backend: &Backend) -> Result<Policy, ModelError> {
+    pub(crate) fn from_onnx(
+        bytes: &[u8],
+        file: &str,
+        backend: &Backend,
+    ) -> Result<Policy, ModelError> {
         let gerr = |m: String| ModelError::Graph {
             file: file.to_string(),
             message: m,
@@ -111,19 +120,25 @@ impl Policy {
         let mut builder = if kind == BackendKind::OnnxRuntime {
             // One core for inference: the car's other core runs the camera,
             // web server and recorder; a thread pool would also add jitter.
-            builder
+            let b = builder
                 .with_intra_threads(1)
-                .and_then(|b| b.with_inter_threads(1))
-                .and_then(|b| b.with_intra_op_spinning(false))
+                .map_err(|e| gerr(e.to_string()))?;
+            let b = b.with_inter_threads(1).map_err(|e| gerr(e.to_string()))?;
+            b.with_intra_op_spinning(false)
                 .map_err(|e| gerr(e.to_string()))?
         } else {
             builder
         };
-        let session = builder.commit_from_memory(bytes).map_err(|e| gerr(e.to_string()))?;
+        let session = builder
+            .commit_from_memory(bytes)
+            .map_err(|e| gerr(e.to_string()))?;
         if session.inputs().len() != 1 {
             return Err(ModelError::Input {
                 file: file.into(),
-                message: format!("count is {}; a camera model has exactly one input", session.inputs().len()),
+                message: format!(
+                    "count is {}; a camera model has exactly one input",
+                    session.inputs().len()
+                ),
             });
         }
         if session.outputs().is_empty() {
@@ -142,8 +157,9 @@ impl Policy {
             message: m,
         })?;
         let shape = spec.shape();
-        let input = OrtTensor::<f32>::from_array((shape, vec![0f32; spec.len()].into_boxed_slice()))
-            .map_err(|e| gerr(e.to_string()))?;
+        let input =
+            OrtTensor::<f32>::from_array((shape, vec![0f32; spec.len()].into_boxed_slice()))
+                .map_err(|e| gerr(e.to_string()))?;
         let out_dims: Option<Vec<i64>> = session.outputs()[0]
             .dtype()
             .tensor_shape()
@@ -152,12 +168,17 @@ impl Policy {
             (BackendKind::OnnxRuntime, Some(d)) if d.iter().all(|&x| x > 0 || x == -1) => {
                 let d: Vec<i64> = d.iter().map(|&x| if x == -1 { 1 } else { x }).collect();
                 let n: i64 = d.iter().product();
-                let out = OrtTensor::<f32>::from_array((d, vec![0f32; n as usize].into_boxed_slice()))
-                    .map_err(|e| gerr(e.to_string()))?;
+                let out =
+                    OrtTensor::<f32>::from_array((d, vec![0f32; n as usize].into_boxed_slice()))
+                        .map_err(|e| gerr(e.to_string()))?;
                 let name = session.outputs()[0].name().to_string();
                 let ro = RunOptions::new()
                     .map_err(|e| gerr(e.to_string()))?
-                    .with_outputs(OutputSelector::no_default().with(name.clone()).preallocate(name, out));
+                    .with_outputs(
+                        OutputSelector::no_default()
+                            .with(name.clone())
+                            .preallocate(name, out),
+                    );
                 Some(ro)
             }
             _ => None,
@@ -188,12 +209,16 @@ impl Policy {
         // Only the training graph uses StopGradient; at inference it is the
         // identity, and tract does not know it.
         tf.op_register.insert("StopGradient", |_, _| {
-            Ok(Box::new(tract_tensorflow::tract_hir::ops::identity::Identity))
+            Ok(Box::new(
+                tract_tensorflow::tract_hir::ops::identity::Identity,
+            ))
         });
         let graph = tf
             .proto_model_for_read(&mut &bytes[..])
             .map_err(|e| gerr(format!("not a TensorFlow frozen graph: {e}")))?;
-        let mut model = tf.model_for_proto_model(&graph).map_err(|e| gerr(format!("{e:#}")))?;
+        let mut model = tf
+            .model_for_proto_model(&graph)
+            .map_err(|e| gerr(format!("{e:#}")))?;
         drop(graph);
         let agent = match metadata.training_algorithm {
             TrainingAlgorithm::ClippedPpo => "main",
@@ -229,7 +254,9 @@ impl Policy {
                 let cands: Vec<String> = model
                     .nodes()
                     .iter()
-                    .filter(|n| n.name.contains("/online/network_1/") && n.name.ends_with("/policy"))
+                    .filter(|n| {
+                        n.name.contains("/online/network_1/") && n.name.ends_with("/policy")
+                    })
                     .map(|n| n.name.clone())
                     .collect();
                 if cands.len() != 1 {
@@ -240,7 +267,11 @@ impl Policy {
                 cands[0].clone()
             }
         };
-        let channels = if *sensor == Sensor::StereoCameras { 2 } else { 1 };
+        let channels = if *sensor == Sensor::StereoCameras {
+            2
+        } else {
+            1
+        };
         let spec = InputSpec {
             layout: Layout::Nhwc,
             width: 160,
@@ -251,7 +282,7 @@ impl Policy {
         let shape = spec.shape();
         model = model
             .with_input_names([input_name.as_str()])
-            .and_then(|m| m.with_output_names([output_name.as_str()]))
+            .and_then(|m| m.with_outputs_by_name([output_name.as_str()]))
             .map_err(|e| gerr(format!("{e:#}")))?;
         model
             .set_input_fact(0, f32::fact(shape).into())
@@ -324,14 +355,23 @@ impl Policy {
                     None => r.session.run(ort::inputs![&r.input]),
                 }
                 .map_err(|e| fail(&e))?;
-                let (_, data) = outputs[0].try_extract_tensor::<f32>().map_err(|e| fail(&e))?;
+                let (_, data) = outputs[0]
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| fail(&e))?;
                 copy_out(data, output)
             }
             Runner::Tf(r) => {
-                let t = tract_tensorflow::prelude::Tensor::from_shape(&r.shape, input).map_err(|e| fail(&e))?;
+                let t = tract_tensorflow::prelude::Tensor::from_shape(&r.shape, input)
+                    .map_err(|e| fail(&e))?;
                 let out = r.state.run(tvec![t.into()]).map_err(|e| fail(&e))?;
-                let data = out[0].as_slice::<f32>().map_err(|e| fail(&e))?;
-                copy_out(data, output)
+                let view = out[0].to_plain_array_view::<f32>().map_err(|e| fail(&e))?;
+                match view.as_slice() {
+                    Some(data) => copy_out(data, output),
+                    None => {
+                        let data: Vec<f32> = view.iter().copied().collect();
+                        copy_out(&data, output)
+                    }
+                }
             }
         }
     }
@@ -349,4 +389,3 @@ fn copy_out(data: &[f32], output: Option<&mut [f32]>) -> Result<usize, PolicyErr
     }
     Ok(data.len())
 }
-

@@ -155,8 +155,8 @@ enum Decoded {
 }
 
 /// Turns frames of one size and format into model input. Build once per
-/// (camera, model) pair; `run` does not allocate (except JPEG frames while
-/// the image-crate fallback decoder is in use).
+/// (camera, model) pair; `run` does not allocate, except for JPEG frames that
+/// need the general decoder (3-channel models, progressive files).
 pub struct Preprocessor {
     src_w: usize,
     src_h: usize,
@@ -165,6 +165,19 @@ pub struct Preprocessor {
     xs: Vec<Tap>,
     ys: Vec<Tap>,
     jpeg_buf: Vec<u8>,
+    /// Grey models read JPEG frames through our own decoder at reduced
+    /// scale (1/4 for 640x480 -> 160x120), then resample from that size.
+    fast_jpeg: Option<FastJpeg>,
+}
+
+struct FastJpeg {
+    decoder: crate::jpeg::JpegDecoder,
+    scale: crate::jpeg::Scale,
+    width: usize,
+    height: usize,
+    xs: Vec<Tap>,
+    ys: Vec<Tap>,
+    buf: Vec<u8>,
 }
 
 impl Preprocessor {
@@ -175,13 +188,19 @@ impl Preprocessor {
         spec: InputSpec,
     ) -> Result<Preprocessor, PreprocessError> {
         if src_w == 0 || src_h == 0 || spec.width == 0 || spec.height == 0 {
-            return Err(PreprocessError::Unsupported("zero-sized frame or model input"));
+            return Err(PreprocessError::Unsupported(
+                "zero-sized frame or model input",
+            ));
         }
         if spec.channels != 1 && spec.channels != 3 {
-            return Err(PreprocessError::Unsupported("model input must have 1 or 3 channels"));
+            return Err(PreprocessError::Unsupported(
+                "model input must have 1 or 3 channels",
+            ));
         }
-        if format == PixelFormat::Yuyv && src_w % 2 != 0 {
-            return Err(PreprocessError::Unsupported("YUYV frames need an even width"));
+        if format == PixelFormat::Yuyv && !src_w.is_multiple_of(2) {
+            return Err(PreprocessError::Unsupported(
+                "YUYV frames need an even width",
+            ));
         }
         let (w, h) = (src_w as usize, src_h as usize);
         let jpeg_buf = if format == PixelFormat::Jpeg {
@@ -189,7 +208,25 @@ impl Preprocessor {
         } else {
             Vec::new()
         };
+        let fast_jpeg = if format == PixelFormat::Jpeg && spec.channels == 1 {
+            let scale =
+                crate::jpeg::Scale::for_target(src_w, src_h, spec.width as u32, spec.height as u32);
+            let (sw, sh) = scale.output_size(src_w, src_h);
+            let (sw, sh) = (sw.max(1) as usize, sh.max(1) as usize);
+            Some(FastJpeg {
+                decoder: crate::jpeg::JpegDecoder::new(),
+                scale,
+                width: sw,
+                height: sh,
+                xs: taps(sw, spec.width),
+                ys: taps(sh, spec.height),
+                buf: vec![0u8; sw * sh],
+            })
+        } else {
+            None
+        };
         Ok(Preprocessor {
+            fast_jpeg,
             src_w: w,
             src_h: h,
             format,
@@ -247,8 +284,12 @@ impl Preprocessor {
         let (xs, ys) = (&self.xs, &self.ys);
         let d = frame.data;
         match (self.format, spec.channels) {
-            (PixelFormat::Gray8, 1) => resample(xs, ys, &spec, out, |x, y| [d[y * w + x] as f32; 1]),
-            (PixelFormat::Gray8, _) => resample(xs, ys, &spec, out, |x, y| [d[y * w + x] as f32; 3]),
+            (PixelFormat::Gray8, 1) => {
+                resample(xs, ys, &spec, out, |x, y| [d[y * w + x] as f32; 1])
+            }
+            (PixelFormat::Gray8, _) => {
+                resample(xs, ys, &spec, out, |x, y| [d[y * w + x] as f32; 3])
+            }
             (PixelFormat::Rgb8, 1) => resample(xs, ys, &spec, out, |x, y| {
                 let p = (y * w + x) * 3;
                 [luma(d[p] as f32, d[p + 1] as f32, d[p + 2] as f32)]
@@ -258,18 +299,49 @@ impl Preprocessor {
                 [d[p] as f32, d[p + 1] as f32, d[p + 2] as f32]
             }),
             // Grey models read the Y plane straight out of the packed frame.
-            (PixelFormat::Yuyv, 1) => resample(xs, ys, &spec, out, |x, y| [d[(y * w + x) * 2] as f32]),
+            (PixelFormat::Yuyv, 1) => {
+                resample(xs, ys, &spec, out, |x, y| [d[(y * w + x) * 2] as f32])
+            }
             (PixelFormat::Yuyv, _) => resample(xs, ys, &spec, out, |x, y| {
                 let row = y * w * 2;
                 let pair = row + (x & !1) * 2;
-                yuv_to_rgb(d[row + x * 2] as f32, d[pair + 1] as f32, d[pair + 3] as f32)
+                yuv_to_rgb(
+                    d[row + x * 2] as f32,
+                    d[pair + 1] as f32,
+                    d[pair + 3] as f32,
+                )
             }),
             (PixelFormat::Jpeg, _) => {
+                if let Some(fj) = self.fast_jpeg.as_mut() {
+                    match fj.decoder.decode_gray_scaled(d, fj.scale, &mut fj.buf) {
+                        Ok(info) if info.width as usize == w && info.height as usize == h => {
+                            let (b, bw) = (&fj.buf, fj.width);
+                            debug_assert_eq!(info.out_width as usize, bw);
+                            debug_assert!(info.out_height as usize <= fj.height);
+                            resample(&fj.xs, &fj.ys, &spec, out, |x, y| [b[y * bw + x] as f32; 1]);
+                            return Ok(());
+                        }
+                        Ok(info) => {
+                            return Err(PreprocessError::Jpeg(format!(
+                                "image is {}x{}, the camera was set up for {w}x{h}",
+                                info.width, info.height
+                            )))
+                        }
+                        // Progressive or otherwise unusual files: the general
+                        // decoder below handles them (and allocates).
+                        Err(e) if e.is_unsupported() => {}
+                        Err(e) => return Err(PreprocessError::Jpeg(e.to_string())),
+                    }
+                }
                 let kind = decode_jpeg_fallback(d, w, h, &mut self.jpeg_buf)?;
                 let b = &self.jpeg_buf;
                 match (kind, spec.channels) {
-                    (Decoded::Gray, 1) => resample(xs, ys, &spec, out, |x, y| [b[y * w + x] as f32; 1]),
-                    (Decoded::Gray, _) => resample(xs, ys, &spec, out, |x, y| [b[y * w + x] as f32; 3]),
+                    (Decoded::Gray, 1) => {
+                        resample(xs, ys, &spec, out, |x, y| [b[y * w + x] as f32; 1])
+                    }
+                    (Decoded::Gray, _) => {
+                        resample(xs, ys, &spec, out, |x, y| [b[y * w + x] as f32; 3])
+                    }
                     (Decoded::Rgb, 1) => resample(xs, ys, &spec, out, |x, y| {
                         let p = (y * w + x) * 3;
                         [luma(b[p] as f32, b[p + 1] as f32, b[p + 2] as f32)]
@@ -285,10 +357,14 @@ impl Preprocessor {
     }
 }
 
-/// Decode a whole JPEG into `buf` with the `image` crate. Used until the
-/// project's own decoder (`crate::jpeg`, decoding at reduced scale without
-/// allocating) is wired in; this one allocates inside the decoder.
-fn decode_jpeg_fallback(data: &[u8], w: usize, h: usize, buf: &mut [u8]) -> Result<Decoded, PreprocessError> {
+/// Decode a whole JPEG into `buf` with the `image` crate: for 3-channel
+/// models and for files our own decoder refuses. Allocates inside the decoder.
+fn decode_jpeg_fallback(
+    data: &[u8],
+    w: usize,
+    h: usize,
+    buf: &mut [u8],
+) -> Result<Decoded, PreprocessError> {
     use image::ImageDecoder;
     let dec = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(data))
         .map_err(|e| PreprocessError::Jpeg(e.to_string()))?;
@@ -305,7 +381,9 @@ fn decode_jpeg_fallback(data: &[u8], w: usize, h: usize, buf: &mut [u8]) -> Resu
     };
     let n = dec.total_bytes() as usize;
     if n > buf.len() {
-        return Err(PreprocessError::Jpeg("decoded image larger than expected".into()));
+        return Err(PreprocessError::Jpeg(
+            "decoded image larger than expected".into(),
+        ));
     }
     dec.read_image(&mut buf[..n])
         .map_err(|e| PreprocessError::Jpeg(e.to_string()))?;

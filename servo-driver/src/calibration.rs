@@ -326,9 +326,7 @@ impl Calibration {
 
     /// The stock DeepRacer `calibration.json` text for this calibration.
     pub fn to_deepracer_json(&self) -> String {
-        let ch = |c: &ChannelCalibration| {
-            serde_json::json!({"max": c.max, "mid": c.mid, "min": c.min, "polarity": c.polarity})
-        };
+        let ch = |c: &ChannelCalibration| serde_json::json!({"max": c.max, "mid": c.mid, "min": c.min, "polarity": c.polarity});
         let v = serde_json::json!({"Calibration": {
             "Servo": ch(&self.steering),
             "Motor": ch(&self.throttle),
@@ -348,11 +346,10 @@ impl Calibration {
     /// Validate, then save atomically in the project's own format. An
     /// invalid calibration is refused and the file on disk is untouched.
     pub fn save(&self, path: &Path) -> Result<(), CalibrationError> {
-        self.validate()
-            .map_err(|error| CalibrationError::Invalid {
-                path: path.to_path_buf(),
-                error,
-            })?;
+        self.validate().map_err(|error| CalibrationError::Invalid {
+            path: path.to_path_buf(),
+            error,
+        })?;
         atomic_write(path, self.to_project_json().as_bytes()).map_err(|source| {
             CalibrationError::Io {
                 path: path.to_path_buf(),
@@ -370,11 +367,10 @@ impl Calibration {
     /// Write this calibration as a stock DeepRacer `calibration.json`,
     /// atomically. The period is not part of that format and is dropped.
     pub fn export_deepracer(&self, path: &Path) -> Result<(), CalibrationError> {
-        self.validate()
-            .map_err(|error| CalibrationError::Invalid {
-                path: path.to_path_buf(),
-                error,
-            })?;
+        self.validate().map_err(|error| CalibrationError::Invalid {
+            path: path.to_path_buf(),
+            error,
+        })?;
         atomic_write(path, self.to_deepracer_json().as_bytes()).map_err(|source| {
             CalibrationError::Io {
                 path: path.to_path_buf(),
@@ -432,9 +428,7 @@ fn ns_from(v: &Value, field: &str, path: &Path) -> Result<u32, CalibrationError>
         .as_f64()
         .ok_or_else(|| invalid(format!("{v} is not a number")))?;
     if f.fract() != 0.0 || !(0.0..=u32::MAX as f64).contains(&f) {
-        return Err(invalid(format!(
-            "{v} is not a whole number of nanoseconds"
-        )));
+        return Err(invalid(format!("{v} is not a whole number of nanoseconds")));
     }
     Ok(f as u32)
 }
@@ -463,16 +457,19 @@ fn channel_from(
     };
     let polarity = match obj.get("polarity") {
         None => return Err(invalid(format!("{field}.polarity"), "missing".into())),
-        Some(v) => match v.as_f64() {
-            Some(p) if p == 1.0 => 1,
-            Some(p) if p == -1.0 => -1,
-            _ => {
+        Some(v) => {
+            let p = v.as_f64();
+            if p == Some(1.0) {
+                1
+            } else if p == Some(-1.0) {
+                -1
+            } else {
                 return Err(invalid(
                     format!("{field}.polarity"),
                     format!("{v} must be 1 or -1"),
-                ))
+                ));
             }
-        },
+        }
     };
     Ok(ChannelCalibration {
         min: get("min")?,
@@ -500,9 +497,9 @@ pub fn atomic_write_with(
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "path has no file name")
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     // Same directory, so the rename cannot cross file systems.
     let tmp = dir.join(format!(
         ".{}.tmp.{}.{}",

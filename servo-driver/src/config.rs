@@ -207,16 +207,31 @@ impl ActuatorConfig {
             BackendKind::Pca9685 => {
                 let c = &self.pca9685;
                 if c.throttle_channel > 15 {
-                    return bad("pca9685.throttle_channel", format!("{} is not 0..=15", c.throttle_channel));
+                    return bad(
+                        "pca9685.throttle_channel",
+                        format!("{} is not 0..=15", c.throttle_channel),
+                    );
                 }
                 if c.steering_channel > 15 {
-                    return bad("pca9685.steering_channel", format!("{} is not 0..=15", c.steering_channel));
+                    return bad(
+                        "pca9685.steering_channel",
+                        format!("{} is not 0..=15", c.steering_channel),
+                    );
                 }
                 if c.throttle_channel == c.steering_channel {
-                    return bad("pca9685.steering_channel", "must differ from throttle_channel".into());
+                    return bad(
+                        "pca9685.steering_channel",
+                        "must differ from throttle_channel".into(),
+                    );
                 }
                 if !(0x03..=0x77).contains(&c.address) {
-                    return bad("pca9685.address", format!("{:#x} is not a 7-bit device address (0x03..=0x77)", c.address));
+                    return bad(
+                        "pca9685.address",
+                        format!(
+                            "{:#x} is not a 7-bit device address (0x03..=0x77)",
+                            c.address
+                        ),
+                    );
                 }
             }
             BackendKind::Rppal if self.rppal.throttle_channel == self.rppal.steering_channel => {
@@ -249,7 +264,10 @@ impl ActuatorConfig {
 /// Open the configured backend with the configured calibration and put
 /// neutral on the wire. `sim_link` feeds the simulated car (backend `sim`);
 /// without one a private link is created (e.g. for `car-runtime neutral`).
-pub fn open(cfg: &ActuatorConfig, sim_link: Option<Arc<SimLink>>) -> Result<ServoDriver, OpenError> {
+pub fn open(
+    cfg: &ActuatorConfig,
+    sim_link: Option<Arc<SimLink>>,
+) -> Result<ServoDriver, OpenError> {
     cfg.validate()?;
     let cal = cfg.load_calibration()?;
     open_with_calibration(cfg, cal, sim_link)

@@ -166,7 +166,10 @@ impl ServoDriver {
             self.hold_neutral()?;
             return Err(ActuatorError::Disabled);
         }
-        let ns = ns.clamp(crate::calibration::SAFE_MIN_NS, crate::calibration::SAFE_MAX_NS);
+        let ns = ns.clamp(
+            crate::calibration::SAFE_MIN_NS,
+            crate::calibration::SAFE_MAX_NS,
+        );
         let mut p = self.last;
         match channel {
             Channel::Steering => p.steering_ns = ns,

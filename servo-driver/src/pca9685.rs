@@ -466,7 +466,10 @@ pub enum Output {
     FullOn,
     FullOff,
     /// High from count `on` to count `off` of every 4096-count period.
-    Pulse { on: u16, off: u16 },
+    Pulse {
+        on: u16,
+        off: u16,
+    },
 }
 
 impl Default for Pca9685Model {
@@ -591,7 +594,7 @@ impl SmbusDevice for Pca9685Model {
     fn read_byte_data(&mut self, reg: u8) -> io::Result<u8> {
         let s = self.state();
         // ALL_LED registers are write-only and read back as zero.
-        Ok(if reg >= ALL_LED_ON_L && reg < PRE_SCALE {
+        Ok(if (ALL_LED_ON_L..PRE_SCALE).contains(&reg) {
             0
         } else {
             s.regs[reg as usize]

@@ -80,7 +80,7 @@ impl RppalPwm {
                 pwmchip_for_model(info.model())
             }
         };
-        let mut setup = |ch: u8, mid_ns: u32| -> Result<(Pwm, DutyFile), RppalError> {
+        let setup = |ch: u8, mid_ns: u32| -> Result<(Pwm, DutyFile), RppalError> {
             pi_channel(ch)?;
             let err = |what: &'static str| {
                 move |source| RppalError::Pwm {
@@ -99,8 +99,10 @@ impl RppalPwm {
                 .map_err(err("set pulse width"))?;
             pwm.enable().map_err(err("enable"))?;
             let path = PathBuf::from(format!("/sys/class/pwm/pwmchip{chip}/pwm{ch}/duty_cycle"));
-            let mut duty = DutyFile::open(path)
-                .map_err(|source| RppalError::Duty { channel: ch, source })?;
+            let mut duty = DutyFile::open(path).map_err(|source| RppalError::Duty {
+                channel: ch,
+                source,
+            })?;
             duty.write(mid_ns).map_err(|e| RppalError::Duty {
                 channel: ch,
                 source: crate::sysfs::SysfsError::Io {

@@ -17,8 +17,10 @@ pub struct SimLink {
 
 impl SimLink {
     pub fn store(&self, steering: f32, throttle: f32) {
-        self.steering_bits.store(steering.to_bits(), Ordering::Relaxed);
-        self.throttle_bits.store(throttle.to_bits(), Ordering::Relaxed);
+        self.steering_bits
+            .store(steering.to_bits(), Ordering::Relaxed);
+        self.throttle_bits
+            .store(throttle.to_bits(), Ordering::Relaxed);
         self.writes.fetch_add(1, Ordering::Release);
     }
 

@@ -71,7 +71,10 @@ fn describe_found(found: &[(String, String)]) -> String {
 }
 
 fn io_err(path: &Path, source: io::Error) -> SysfsError {
-    if matches!(source.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) {
+    if matches!(
+        source.raw_os_error(),
+        Some(libc::EACCES) | Some(libc::EPERM)
+    ) {
         SysfsError::Permission {
             path: path.to_path_buf(),
         }
@@ -177,12 +180,15 @@ impl DutyFile {
     }
 }
 
+// The field and constant types differ between libc targets, hence the casts.
+#[allow(clippy::unnecessary_cast)]
 fn is_sysfs(file: &File) -> bool {
     // SAFETY: fstatfs fills the zeroed struct we own; the fd is valid for
     // the lifetime of `file`.
     unsafe {
         let mut st: libc::statfs = std::mem::zeroed();
-        libc::fstatfs(file.as_raw_fd(), &mut st) == 0 && st.f_type as i64 == libc::SYSFS_MAGIC as i64
+        libc::fstatfs(file.as_raw_fd(), &mut st) == 0
+            && st.f_type as i64 == libc::SYSFS_MAGIC as i64
     }
 }
 
@@ -268,6 +274,33 @@ fn export(parent: &Path, prefix: &str, index: u32, probe: &str) -> Result<PathBu
     Ok(dir)
 }
 
+/// The writes needed before the final `duty_cycle` write, in order, given
+/// what the channel holds now. The kernel rejects a period below the
+/// current duty and a duty above the current period, so when the old duty
+/// would not fit the new period it is lowered first (to the new duty if the
+/// old period allows it, else to 0); the period is written only if it
+/// differs.
+pub fn pre_duty_writes(
+    old_period: u64,
+    old_duty: u64,
+    period_ns: u32,
+    duty_ns: u32,
+) -> Vec<(&'static str, u64)> {
+    let mut steps = Vec::new();
+    if old_duty > period_ns as u64 {
+        let interim = if duty_ns as u64 <= old_period {
+            duty_ns as u64
+        } else {
+            0
+        };
+        steps.push(("duty_cycle", interim));
+    }
+    if old_period != period_ns as u64 {
+        steps.push(("period", period_ns as u64));
+    }
+    steps
+}
+
 /// Bring one exported PWM channel to `period_ns` with `duty_ns`, honouring
 /// the kernel's duty <= period rule, and enable it. Returns the open duty file.
 pub(crate) fn setup_channel(
@@ -279,18 +312,8 @@ pub(crate) fn setup_channel(
     let duty_path = chan.join("duty_cycle");
     let old_period = read_u64(&period_path).unwrap_or(0);
     let old_duty = read_u64(&duty_path).unwrap_or(0);
-    if old_duty > period_ns as u64 {
-        // The old duty would not fit the new period: bring it down first,
-        // to neutral if the old period allows it, else to 0.
-        let interim = if (duty_ns as u64) <= old_period {
-            duty_ns
-        } else {
-            0
-        };
-        write_attr(&duty_path, &interim.to_string())?;
-    }
-    if old_period != period_ns as u64 {
-        write_attr(&period_path, &period_ns.to_string())?;
+    for (attr, value) in pre_duty_writes(old_period, old_duty, period_ns, duty_ns) {
+        write_attr(&chan.join(attr), &value.to_string())?;
     }
     let mut duty = DutyFile::open(duty_path)?;
     duty.write(duty_ns).map_err(|e| match e {
@@ -362,8 +385,7 @@ impl Actuator for SysfsPwm {
             // Re-open: independent of the control thread's descriptors.
             let rt = write_attr(&t, &p.throttle_ns.to_string());
             let rs = write_attr(&s, &p.steering_ns.to_string());
-            rt.and(rs)
-                .map_err(|e| ActuatorError::Other(e.to_string()))
+            rt.and(rs).map_err(|e| ActuatorError::Other(e.to_string()))
         }))
     }
 
@@ -389,6 +411,32 @@ impl Actuator for SysfsPwm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duty_is_lowered_before_a_shorter_period() {
+        // Fresh channel: period only.
+        assert_eq!(
+            pre_duty_writes(0, 0, 20_000_000, 1_450_000),
+            vec![("period", 20_000_000)]
+        );
+        // Already set up: nothing before the duty write.
+        assert!(pre_duty_writes(20_000_000, 1_700_000, 20_000_000, 1_450_000).is_empty());
+        // Old 30 ms period with a 25 ms duty: the duty must come down first.
+        assert_eq!(
+            pre_duty_writes(30_000_000, 25_000_000, 20_000_000, 1_450_000),
+            vec![("duty_cycle", 1_450_000), ("period", 20_000_000)]
+        );
+        // Old period too short even for the new duty: go through 0.
+        assert_eq!(
+            pre_duty_writes(1_000_000, 25_000_000, 20_000_000, 1_450_000),
+            vec![("duty_cycle", 0), ("period", 20_000_000)]
+        );
+        // Longer new period: period first is fine, the duty comes after.
+        assert_eq!(
+            pre_duty_writes(10_000_000, 1_500_000, 20_000_000, 1_450_000),
+            vec![("period", 20_000_000)]
+        );
+    }
 
     #[test]
     fn formats_without_allocating() {

@@ -16,11 +16,21 @@ fn stock_defaults_are_the_deepracer_ones() {
     let c = Calibration::stock();
     assert_eq!(
         c.steering,
-        ChannelCalibration { min: 1_200_000, mid: 1_450_000, max: 1_700_000, polarity: 1 }
+        ChannelCalibration {
+            min: 1_200_000,
+            mid: 1_450_000,
+            max: 1_700_000,
+            polarity: 1
+        }
     );
     assert_eq!(
         c.throttle,
-        ChannelCalibration { min: 1_311_000, mid: 1_446_000, max: 1_603_500, polarity: -1 }
+        ChannelCalibration {
+            min: 1_311_000,
+            mid: 1_446_000,
+            max: 1_603_500,
+            polarity: -1
+        }
     );
     assert_eq!(c.period_ns, 20_000_000);
 }
@@ -55,22 +65,39 @@ fn validation_errors_name_file_and_field() {
         )
     );
     let cases: &[(&str, &str)] = &[
-        (r#""steering": {"min": 1500000, "mid": 1450000, "max": 1700000, "polarity": 1}"#,
-         "steering.min: 1500000 must be below mid (1450000)"),
-        (r#""steering": {"min": 1200000, "mid": 1450000, "max": 1450000, "polarity": 1}"#,
-         "steering.max: 1450000 must be above mid (1450000)"),
-        (r#""steering": {"min": 1200000, "mid": 1450000, "max": 1700000, "polarity": 0}"#,
-         "steering.polarity: 0 must be 1 or -1"),
-        (r#""steering": {"min": 1200000, "mid": 1450000, "polarity": 1}"#,
-         "steering.max: missing"),
-        (r#""steering": {"min": 1200000.5, "mid": 1450000, "max": 1700000, "polarity": 1}"#,
-         "steering.min: 1200000.5 is not a whole number of nanoseconds"),
-        (r#""steering": {"min": 400000, "mid": 1450000, "max": 1700000, "polarity": 1}"#,
-         "steering.min: 400000 is outside the safe range 500000..=2500000"),
+        (
+            r#""steering": {"min": 1500000, "mid": 1450000, "max": 1700000, "polarity": 1}"#,
+            "steering.min: 1500000 must be below mid (1450000)",
+        ),
+        (
+            r#""steering": {"min": 1200000, "mid": 1450000, "max": 1450000, "polarity": 1}"#,
+            "steering.max: 1450000 must be above mid (1450000)",
+        ),
+        (
+            r#""steering": {"min": 1200000, "mid": 1450000, "max": 1700000, "polarity": 0}"#,
+            "steering.polarity: 0 must be 1 or -1",
+        ),
+        (
+            r#""steering": {"min": 1200000, "mid": 1450000, "polarity": 1}"#,
+            "steering.max: missing",
+        ),
+        (
+            r#""steering": {"min": 1200000.5, "mid": 1450000, "max": 1700000, "polarity": 1}"#,
+            "steering.min: 1200000.5 is not a whole number of nanoseconds",
+        ),
+        (
+            r#""steering": {"min": 400000, "mid": 1450000, "max": 1700000, "polarity": 1}"#,
+            "steering.min: 400000 is outside the safe range 500000..=2500000",
+        ),
     ];
-    let throttle = r#""throttle": {"min": 1311000, "mid": 1446000, "max": 1603500, "polarity": -1}"#;
+    let throttle =
+        r#""throttle": {"min": 1311000, "mid": 1446000, "max": 1603500, "polarity": -1}"#;
     for (steering, want) in cases {
-        fs::write(&path, format!("{{{steering}, {throttle}, \"period_ns\": 20000000}}")).unwrap();
+        fs::write(
+            &path,
+            format!("{{{steering}, {throttle}, \"period_ns\": 20000000}}"),
+        )
+        .unwrap();
         let msg = Calibration::load(&path).unwrap_err().to_string();
         assert_eq!(msg, format!("{}: {want}", path.display()));
     }
@@ -79,7 +106,10 @@ fn validation_errors_name_file_and_field() {
     assert!(msg.ends_with("periodns: unknown field"), "{msg}");
     fs::write(&path, "{\"steering\": ").unwrap();
     let msg = Calibration::load(&path).unwrap_err().to_string();
-    assert!(msg.starts_with(&format!("{}: not valid JSON", path.display())), "{msg}");
+    assert!(
+        msg.starts_with(&format!("{}: not valid JSON", path.display())),
+        "{msg}"
+    );
     let e = Calibration::load(&dir.path().join("nope.json")).unwrap_err();
     assert!(matches!(e, CalibrationError::Io { .. }));
 }
@@ -101,7 +131,9 @@ fn deepracer_import_export_round_trip() {
 
     // Errors use the DeepRacer field names.
     fs::write(&stock, STOCK_DEEPRACER.replace("1446000", "2600000")).unwrap();
-    let msg = Calibration::import_deepracer(&stock).unwrap_err().to_string();
+    let msg = Calibration::import_deepracer(&stock)
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         msg,
         format!(
@@ -110,7 +142,9 @@ fn deepracer_import_export_round_trip() {
         )
     );
     fs::write(&stock, r#"{"steering": {}}"#).unwrap();
-    let msg = Calibration::import_deepracer(&stock).unwrap_err().to_string();
+    let msg = Calibration::import_deepracer(&stock)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("Calibration: missing"), "{msg}");
 }
 
@@ -172,7 +206,10 @@ fn failed_write_never_replaces_the_good_file() {
     let mut bad = good;
     bad.steering.polarity = 2;
     let msg = bad.save(&path).unwrap_err().to_string();
-    assert!(msg.ends_with("steering.polarity: 2 must be 1 or -1"), "{msg}");
+    assert!(
+        msg.ends_with("steering.polarity: 2 must be 1 or -1"),
+        "{msg}"
+    );
     assert_eq!(fs::read(&path).unwrap(), before);
 
     // A save into a directory that does not exist fails and names the path.

@@ -35,7 +35,10 @@ fn parses_the_issue_table_exactly() {
     let c: Wrapper = toml::from_str(ISSUE_TOML).unwrap();
     let a = c.actuator;
     assert_eq!(a.backend, BackendKind::Sysfs);
-    assert_eq!(a.calibration.to_str(), Some("/var/lib/car-runtime/calibration.json"));
+    assert_eq!(
+        a.calibration.to_str(),
+        Some("/var/lib/car-runtime/calibration.json")
+    );
     assert_eq!(a.sysfs.root.to_str(), Some("/sys"));
     assert_eq!(a.sysfs.chip_match, "0000:00:17.0");
     assert_eq!((a.sysfs.throttle_channel, a.sysfs.steering_channel), (0, 1));
@@ -81,17 +84,28 @@ fn unknown_keys_and_backends_are_named() {
 
 #[test]
 fn semantic_checks_name_the_field() {
-    let mut a = ActuatorConfig { backend: BackendKind::Pca9685, ..Default::default() };
+    let mut a = ActuatorConfig {
+        backend: BackendKind::Pca9685,
+        ..Default::default()
+    };
     a.pca9685.steering_channel = 16;
     assert_eq!(
         a.validate().unwrap_err().to_string(),
         "actuator.pca9685.steering_channel: 16 is not 0..=15"
     );
     a.pca9685.steering_channel = 0;
-    assert!(a.validate().unwrap_err().to_string().contains("must differ"));
+    assert!(a
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("must differ"));
     a.pca9685.steering_channel = 1;
     a.pca9685.address = 0x140;
-    assert!(a.validate().unwrap_err().to_string().contains("actuator.pca9685.address: 0x140"));
+    assert!(a
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("actuator.pca9685.address: 0x140"));
 }
 
 #[test]
@@ -112,14 +126,21 @@ fn sim_backend_moves_the_sim_through_the_link() {
     let (s, t) = link.load();
     assert!((s - 0.5).abs() < 1e-5 && (t + 1.0).abs() < 1e-6, "{s} {t}");
     drop(d);
-    assert_eq!(link.load(), (0.0, 0.0), "drop = neutral on the sim wire too");
+    assert_eq!(
+        link.load(),
+        (0.0, 0.0),
+        "drop = neutral on the sim wire too"
+    );
 }
 
 #[test]
 fn missing_calibration_file_means_stock_defaults_broken_one_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("calibration.json");
-    let a = ActuatorConfig { calibration: path.clone(), ..Default::default() };
+    let a = ActuatorConfig {
+        calibration: path.clone(),
+        ..Default::default()
+    };
     let d = servo_driver::open(&a, None).unwrap();
     assert_eq!(d.calibration(), &Calibration::stock());
     drop(d);
@@ -131,16 +152,28 @@ fn missing_calibration_file_means_stock_defaults_broken_one_is_an_error() {
     drop(d);
     std::fs::write(&path, "{\"steering\": 1}").unwrap();
     let msg = servo_driver::open(&a, None).unwrap_err().to_string();
-    assert_eq!(msg, format!("calibration: {}: steering: must be an object", path.display()));
+    assert_eq!(
+        msg,
+        format!(
+            "calibration: {}: steering: must be an object",
+            path.display()
+        )
+    );
 }
 
 #[test]
 fn hardware_backends_fail_with_reasons_here() {
-    let mut a = ActuatorConfig { backend: BackendKind::Pca9685, ..Default::default() };
+    let mut a = ActuatorConfig {
+        backend: BackendKind::Pca9685,
+        ..Default::default()
+    };
     a.calibration = "/nonexistent/calibration.json".into();
     a.pca9685.bus = "/dev/i2c-no-such-bus".into();
     let msg = servo_driver::open(&a, None).unwrap_err().to_string();
-    assert!(msg.starts_with("actuator.pca9685: /dev/i2c-no-such-bus @ 0x40"), "{msg}");
+    assert!(
+        msg.starts_with("actuator.pca9685: /dev/i2c-no-such-bus @ 0x40"),
+        "{msg}"
+    );
 
     a.backend = BackendKind::Sysfs;
     let tmp = tempfile::tempdir().unwrap();
@@ -161,6 +194,9 @@ fn rppal_on_a_non_pi_is_a_clear_error() {
         ..Default::default()
     };
     let msg = servo_driver::open(&a, None).unwrap_err().to_string();
-    assert!(msg.starts_with("actuator.rppal: not a Raspberry Pi"), "{msg}");
+    assert!(
+        msg.starts_with("actuator.rppal: not a Raspberry Pi"),
+        "{msg}"
+    );
     assert!(msg.contains("backend = \"sysfs\""), "{msg}");
 }

@@ -150,8 +150,14 @@ fn every_command_lands_within_one_count_of_the_calibrated_pulse() {
         let want_t = cal.throttle.pulse_ns(-v) as f64;
         let got_s = model.pulse_ns(1).unwrap();
         let got_t = model.pulse_ns(0).unwrap();
-        assert!((got_s - want_s).abs() <= tick / 2.0 + 1e-6, "v={v}: {got_s} vs {want_s}");
-        assert!((got_t - want_t).abs() <= tick / 2.0 + 1e-6, "v={v}: {got_t} vs {want_t}");
+        assert!(
+            (got_s - want_s).abs() <= tick / 2.0 + 1e-6,
+            "v={v}: {got_s} vs {want_s}"
+        );
+        assert!(
+            (got_t - want_t).abs() <= tick / 2.0 + 1e-6,
+            "v={v}: {got_t} vs {want_t}"
+        );
     }
 }
 

@@ -7,22 +7,25 @@ use servo_driver::{Calibration, ChannelCalibration, ServoDriver};
 use std::sync::Arc;
 
 fn channel() -> impl Strategy<Value = ChannelCalibration> {
-    (500_000u32..=2_499_998, any::<bool>())
-        .prop_flat_map(|(min, pos)| {
-            ((min + 1)..=2_499_999).prop_flat_map(move |mid| {
-                ((mid + 1)..=2_500_000).prop_map(move |max| ChannelCalibration {
-                    min,
-                    mid,
-                    max,
-                    polarity: if pos { 1 } else { -1 },
-                })
+    (500_000u32..=2_499_998, any::<bool>()).prop_flat_map(|(min, pos)| {
+        ((min + 1)..=2_499_999).prop_flat_map(move |mid| {
+            ((mid + 1)..=2_500_000).prop_map(move |max| ChannelCalibration {
+                min,
+                mid,
+                max,
+                polarity: if pos { 1 } else { -1 },
             })
         })
+    })
 }
 
 fn calibration() -> impl Strategy<Value = Calibration> {
     (channel(), channel(), 3_000_000u32..=50_000_000).prop_map(|(steering, throttle, period_ns)| {
-        Calibration { steering, throttle, period_ns }
+        Calibration {
+            steering,
+            throttle,
+            period_ns,
+        }
     })
 }
 

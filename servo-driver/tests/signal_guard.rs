@@ -25,7 +25,10 @@ fn sigterm_with_a_hung_loop_still_ends_in_neutral() {
     assert_eq!(guard.signal(), libc::SIGTERM);
     // The "loop" is hung: it never writes neutral nor reports it.
     while !guard.guard_wrote_neutral() {
-        assert!(start.elapsed() < Duration::from_secs(5), "guard never acted");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "guard never acted"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(tree.attr(0, "duty_cycle"), "1446000");

@@ -4,7 +4,7 @@ mod common;
 
 use common::{read, write, FakeSysfs};
 use servo_driver::sysfs::{SysfsError, SysfsPwm};
-use servo_driver::{Actuator, Calibration, ServoDriver};
+use servo_driver::{Calibration, ServoDriver};
 use std::fs;
 
 fn driver(tree: &FakeSysfs) -> ServoDriver {
@@ -119,7 +119,9 @@ fn missing_chip_error_lists_what_was_found() {
     let tree = FakeSysfs::new();
     let mut cfg = tree.config();
     cfg.chip_match = "0000:00:99.0".into();
-    let err = SysfsPwm::open(&cfg, &Calibration::stock()).err().expect("must fail");
+    let err = SysfsPwm::open(&cfg, &Calibration::stock())
+        .err()
+        .expect("must fail");
     assert!(matches!(err, SysfsError::NoChip { .. }));
     let msg = err.to_string();
     assert!(msg.contains("0000:00:99.0"), "{msg}");
@@ -180,7 +182,10 @@ fn export_that_never_appears_is_a_clear_error() {
         .err()
         .unwrap();
     let msg = err.to_string();
-    assert!(matches!(err, SysfsError::ExportTimeout { index: 0, .. }), "{msg}");
+    assert!(
+        matches!(err, SysfsError::ExportTimeout { index: 0, .. }),
+        "{msg}"
+    );
     assert!(msg.contains("pwmchip1/export"), "{msg}");
     assert_eq!(read(&tree.chip().join("export")), "0");
 }
@@ -248,8 +253,9 @@ fn permission_denied_names_file_and_suggests_udev_rule() {
             let text = String::from_utf8_lossy(&o.stdout);
             assert!(text.contains("1 passed"), "child ran no test: {text}");
         }
-        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("Permission denied")
-            && o.stdout.is_empty() =>
+        Ok(o)
+            if String::from_utf8_lossy(&o.stderr).contains("Permission denied")
+                && o.stdout.is_empty() =>
         {
             eprintln!("SKIP: the test binary is not executable by uid 65534 here");
         }
@@ -291,13 +297,15 @@ fn raw_pulse_is_clamped_into_the_safe_range() {
     let tree = FakeSysfs::new();
     let mut d = driver(&tree);
     assert_eq!(
-        d.raw_pulse(servo_driver::Channel::Steering, 1_234_567).unwrap(),
+        d.raw_pulse(servo_driver::Channel::Steering, 1_234_567)
+            .unwrap(),
         1_234_567
     );
     assert_eq!(tree.attr(1, "duty_cycle"), "1234567");
     assert_eq!(tree.attr(0, "duty_cycle"), "1446000");
     assert_eq!(
-        d.raw_pulse(servo_driver::Channel::Throttle, 9_000_000).unwrap(),
+        d.raw_pulse(servo_driver::Channel::Throttle, 9_000_000)
+            .unwrap(),
         2_500_000
     );
     assert_eq!(tree.attr(0, "duty_cycle"), "2500000");
@@ -319,7 +327,9 @@ fn disable_latches_neutral_until_enable() {
     let p = d.drive(1.0, 1.0).unwrap();
     assert_eq!(p.throttle_ns, 1_446_000);
     assert_eq!(tree.attr(0, "duty_cycle"), "1446000");
-    assert!(d.raw_pulse(servo_driver::Channel::Throttle, 1_600_000).is_err());
+    assert!(d
+        .raw_pulse(servo_driver::Channel::Throttle, 1_600_000)
+        .is_err());
     d.enable();
     d.drive(1.0, 1.0).unwrap();
     assert_eq!(tree.attr(0, "duty_cycle"), "1311000");

@@ -41,7 +41,7 @@ pub fn parse_f64_2d(bytes: &[u8]) -> Result<Array2, NpyError> {
     }
     let (major, minor) = (bytes[6], bytes[7]);
     let (hlen, hstart) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
         2 | 3 => {
             if bytes.len() < 12 {
                 return Err(NpyError::Truncated("header length"));
@@ -176,7 +176,10 @@ mod tests {
         let data: Vec<f64> = (0..12).map(|i| i as f64 * 0.5 - 1.0).collect();
         let bytes = write_f64_2d(2, 6, &data);
         assert_eq!((bytes.len() - 96) % 8, 0);
-        assert_eq!(bytes[10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize - 1], b'\n');
+        assert_eq!(
+            bytes[10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize - 1],
+            b'\n'
+        );
         let a = parse_f64_2d(&bytes).unwrap();
         assert_eq!((a.rows, a.cols), (2, 6));
         assert_eq!(a.data, data);
@@ -185,10 +188,15 @@ mod tests {
     #[test]
     fn rejects_other_dtypes_and_orders() {
         let ok = write_f64_2d(1, 6, &[0.0; 6]);
-        let s = String::from_utf8_lossy(&ok).to_string();
-        let f4 = s.replace("<f8", "<f4").into_bytes();
+        let patch = |from: &[u8], to: &[u8]| {
+            let mut b = ok.clone();
+            let at = b.windows(from.len()).position(|w| w == from).unwrap();
+            b[at..at + to.len()].copy_from_slice(to);
+            b
+        };
+        let f4 = patch(b"<f8", b"<f4");
         assert_eq!(parse_f64_2d(&f4), Err(NpyError::Dtype("<f4".into())));
-        let fo = s.replace("False", "True ").into_bytes();
+        let fo = patch(b"False", b"True ");
         assert_eq!(parse_f64_2d(&fo), Err(NpyError::FortranOrder));
         assert_eq!(parse_f64_2d(b"hello world"), Err(NpyError::BadMagic));
         assert!(matches!(

@@ -264,7 +264,13 @@ impl Raster {
                 for cx in cx0..=cx1 {
                     let px = x0 + (cx as f64 + 0.5) * res;
                     let v = [px - a[0], py - a[1]];
-                    let along = (v[0] * d[0] + v[1] * d[1]).clamp(0.0, len);
+                    let t = v[0] * d[0] + v[1] * d[1];
+                    // Beyond the segment's ends only the round cap counts
+                    // (it closes gaps on the outside of bends); dashes come
+                    // from the segment whose span holds the point, so their
+                    // phase runs on smoothly from one segment to the next.
+                    let in_span = (0.0..=len).contains(&t);
+                    let along = t.clamp(0.0, len);
                     let q = [v[0] - d[0] * along, v[1] - d[1] * along];
                     let dist = (q[0] * q[0] + q[1] * q[1]).sqrt();
                     let left = d[0] * v[1] - d[1] * v[0] >= 0.0;
@@ -278,7 +284,8 @@ impl Raster {
                         continue;
                     } else if dist > hw - BORDER_LINE_M {
                         BORDER
-                    } else if dist <= CENTER_LINE_M / 2.0
+                    } else if in_span
+                        && dist <= CENTER_LINE_M / 2.0
                         && (s0 + along).rem_euclid(DASH_PERIOD_M) < DASH_LEN_M
                     {
                         DASH
@@ -508,7 +515,8 @@ fn blur3(img: &mut [u8], tmp: &mut [u8], w: usize, h: usize, ch: usize) {
             let xl = x.saturating_sub(1);
             let xr = (x + 1).min(w - 1);
             for k in 0..ch {
-                let v = row[xl * ch + k] as u16 + 2 * row[x * ch + k] as u16 + row[xr * ch + k] as u16;
+                let v =
+                    row[xl * ch + k] as u16 + 2 * row[x * ch + k] as u16 + row[xr * ch + k] as u16;
                 trow[x * ch + k] = ((v + 2) / 4) as u8;
             }
         }
@@ -518,7 +526,9 @@ fn blur3(img: &mut [u8], tmp: &mut [u8], w: usize, h: usize, ch: usize) {
         let yu = y.saturating_sub(1);
         let yd = (y + 1).min(h - 1);
         for i in 0..stride {
-            let v = tmp[yu * stride + i] as u16 + 2 * tmp[y * stride + i] as u16 + tmp[yd * stride + i] as u16;
+            let v = tmp[yu * stride + i] as u16
+                + 2 * tmp[y * stride + i] as u16
+                + tmp[yd * stride + i] as u16;
             img[y * stride + i] = ((v + 2) / 4) as u8;
         }
     }

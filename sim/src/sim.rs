@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::params::Params;
-use crate::render::{self, CameraConfig, Channels, Look, Randomization, RayTables, Raster, RenderError};
+use crate::render::{
+    self, CameraConfig, Channels, Look, Randomization, Raster, RayTables, RenderError,
+};
 use crate::rng::{mix64, Rng};
 use crate::track::{Track, TrackPos};
 
@@ -300,7 +302,9 @@ impl Sim {
     /// along the track, at rest: what DeepRacer evaluation does after an
     /// off-track. Lap progress and step count carry on.
     pub fn recover(&mut self) {
-        let origin = self.track.nearest_near([self.car.x, self.car.y], self.pos.segment, FOLLOW_WINDOW_M);
+        let origin =
+            self.track
+                .nearest_near([self.car.x, self.car.y], self.pos.segment, FOLLOW_WINDOW_M);
         let (p, h) = self.track.point_at(origin.s);
         self.car = CarState {
             x: p[0],
@@ -343,7 +347,10 @@ impl Sim {
 
     fn params_point(&self) -> [f64; 2] {
         let a = self.cfg.car.params_point_ahead_m;
-        [self.car.x + a * self.car.yaw.cos(), self.car.y + a * self.car.yaw.sin()]
+        [
+            self.car.x + a * self.car.yaw.cos(),
+            self.car.y + a * self.car.yaw.sin(),
+        ]
     }
 
     /// Advances one control step (1/15 s) and returns the new params and
@@ -351,12 +358,13 @@ impl Sim {
     /// and reports the same termination again.
     pub fn step(&mut self, action: CarAction) -> StepResult<'_> {
         let car_cfg = self.cfg.car;
-        let max_steer = car_cfg.max_steering_deg.to_radians();
-        let steer_cmd = if action.steering_deg.is_finite() {
-            action.steering_deg.to_radians().clamp(-max_steer, max_steer)
+        let max_steer = car_cfg.max_steering_deg;
+        let steer_cmd_deg = if action.steering_deg.is_finite() {
+            action.steering_deg.clamp(-max_steer, max_steer)
         } else {
             0.0
         };
+        let steer_cmd = steer_cmd_deg.to_radians();
         let speed_cmd = if action.speed_mps.is_finite() {
             action.speed_mps.clamp(0.0, car_cfg.max_speed_mps)
         } else {
@@ -379,7 +387,9 @@ impl Sim {
         let moved = ((c.x - x0).powi(2) + (c.y - y0).powi(2)).sqrt();
         self.steps += 1;
         let pp = self.params_point();
-        let new_pos = self.track.nearest_near(pp, self.pos.segment, FOLLOW_WINDOW_M);
+        let new_pos = self
+            .track
+            .nearest_near(pp, self.pos.segment, FOLLOW_WINDOW_M);
         self.prev_travelled = self.travelled;
         self.travelled += self.track.arc_delta(self.pos.s, new_pos.s);
         self.pos = new_pos;
@@ -394,7 +404,7 @@ impl Sim {
             self.immobile_count = 0;
         }
         self.update_params(CarAction {
-            steering_deg: steer_cmd.to_degrees(),
+            steering_deg: steer_cmd_deg,
             speed_mps: speed_cmd,
         });
         let p = &self.params;
@@ -434,7 +444,9 @@ impl Sim {
         let wheels = self.wheel_points();
         let mut on = 0;
         for w in wheels {
-            let wp = self.track.nearest_near(w, self.pos.segment, FOLLOW_WINDOW_M);
+            let wp = self
+                .track
+                .nearest_near(w, self.pos.segment, FOLLOW_WINDOW_M);
             if self.track.is_on_track(&wp) {
                 on += 1;
             }
@@ -460,7 +472,10 @@ impl Sim {
         let l = self.cfg.car.wheelbase_m;
         let half = self.cfg.car.track_m / 2.0;
         let at = |fwd: f64, left: f64| {
-            [self.car.x + c * fwd - s * left, self.car.y + s * fwd + c * left]
+            [
+                self.car.x + c * fwd - s * left,
+                self.car.y + s * fwd + c * left,
+            ]
         };
         [at(0.0, half), at(0.0, -half), at(l, half), at(l, -half)]
     }
@@ -488,8 +503,13 @@ impl Sim {
                 channels,
             });
         }
-        self.tables
-            .ensure(width, height, &self.cfg.camera, &self.look, self.raster.inv_res);
+        self.tables.ensure(
+            width,
+            height,
+            &self.cfg.camera,
+            &self.look,
+            self.raster.inv_res,
+        );
         let noise_seed = mix64(self.seed ^ self.steps.wrapping_mul(0x9E37_79B9_7F4A_7C15)) as u32;
         render::render(
             &self.raster,

@@ -204,7 +204,11 @@ impl Track {
             let l = (d[0] * d[0] + d[1] * d[1]).sqrt();
             seg_s0.push(s);
             seg_len.push(l);
-            seg_dir.push(if l > 0.0 { [d[0] / l, d[1] / l] } else { [0.0, 0.0] });
+            seg_dir.push(if l > 0.0 {
+                [d[0] / l, d[1] / l]
+            } else {
+                [0.0, 0.0]
+            });
             s += l;
         }
         // Zero-length segments (repeated waypoints) take their neighbour's
@@ -222,7 +226,11 @@ impl Track {
         let mut half_right = Vec::with_capacity(n);
         for i in 0..n {
             let si = if i < nseg { i } else { nseg - 1 };
-            let sp = if i == 0 { nseg - 1 } else { (i - 1).min(nseg - 1) };
+            let sp = if i == 0 {
+                nseg - 1
+            } else {
+                (i - 1).min(nseg - 1)
+            };
             let dir = [
                 seg_dir[si][0] + seg_dir[sp][0],
                 seg_dir[si][1] + seg_dir[sp][1],
@@ -365,7 +373,11 @@ impl Track {
         let n = self.waypoints.len();
         let j = (seg + 1) % n;
         let l = self.seg_len[seg];
-        let f = if l > 0.0 { (along / l).clamp(0.0, 1.0) } else { 0.0 };
+        let f = if l > 0.0 {
+            (along / l).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         (
             self.half_left[seg] + (self.half_left[j] - self.half_left[seg]) * f,
             self.half_right[seg] + (self.half_right[j] - self.half_right[seg]) * f,
@@ -416,7 +428,7 @@ impl Track {
         let nseg = self.seg_len.len();
         let hint = hint % nseg;
         let mut best = (f64::INFINITY, 0, 0.0, 0.0);
-        let mut consider = |seg: usize, best: &mut (f64, usize, f64, f64)| {
+        let consider = |seg: usize, best: &mut (f64, usize, f64, f64)| {
             let (d2, along, off) = self.project(seg, p);
             if d2 < best.0 {
                 *best = (d2, seg, along, off);

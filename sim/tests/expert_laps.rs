@@ -15,7 +15,10 @@ fn check_laps(track: Track, laps: usize) {
         // Close to length / speed: corner cutting makes it a little
         // shorter, the start from rest a little longer.
         let ideal = len / 1.5;
-        assert!(*t > 0.85 * ideal && *t < 1.1 * ideal, "{name}: lap {t} s vs {ideal} s");
+        assert!(
+            *t > 0.85 * ideal && *t < 1.1 * ideal,
+            "{name}: lap {t} s vs {ideal} s"
+        );
     }
 }
 
@@ -34,7 +37,10 @@ fn check_all_wheels_on(track: Track) {
         }
     }
     assert_eq!(runner.laps_completed(), 1, "{name}");
-    assert_eq!(min_margin_steps, 0, "{name}: wheels off the road on {min_margin_steps} steps");
+    assert_eq!(
+        min_margin_steps, 0,
+        "{name}: wheels off the road on {min_margin_steps} steps"
+    );
 }
 
 #[test]
@@ -58,7 +64,10 @@ fn expert_laps_shared_tracks() {
 
 #[test]
 fn lap_runner_recovers_after_offtrack_and_keeps_timing() {
-    let mut runner = LapRunner::new(Sim::new(Track::builtin("oval").unwrap(), SimConfig::default()));
+    let mut runner = LapRunner::new(Sim::new(
+        Track::builtin("oval").unwrap(),
+        SimConfig::default(),
+    ));
     let e = Expert::new(1.5);
     // Steer hard right until the car leaves the road.
     let mut events = 0;
@@ -70,7 +79,11 @@ fn lap_runner_recovers_after_offtrack_and_keeps_timing() {
         if s.offtrack {
             events += 1;
             // Back on the centre line, facing along the track, at rest.
-            assert!(s.params.distance_from_center < 0.15, "{}", s.params.distance_from_center);
+            assert!(
+                s.params.distance_from_center < 0.15,
+                "{}",
+                s.params.distance_from_center
+            );
             assert!(s.params.all_wheels_on_track);
             assert_eq!(runner.sim().car().speed, 0.0);
             break;

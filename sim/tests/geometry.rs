@@ -76,8 +76,10 @@ fn progress_wraps_across_the_start_line() {
 #[test]
 fn on_track_uses_the_border_edges() {
     let t = square();
-    let inside = t.nearest([2.0, 0.59]);
-    let outside = t.nearest([2.0, -0.61]);
+    // The corner rows put the borders 0.6*sqrt(2) = 0.85 m from the
+    // centre; the half-width is interpolated between waypoints.
+    let inside = t.nearest([2.0, 0.84]);
+    let outside = t.nearest([2.0, -0.86]);
     assert!(t.is_on_track(&inside));
     assert!(!t.is_on_track(&outside));
 }

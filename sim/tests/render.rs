@@ -1,6 +1,9 @@
 //! What the camera sees: road ahead, borders either side, sky on top, and
 //! the renderer's size and buffer checks.
 
+// Tests tweak one field of a default config at a time; that reads clearer.
+#![allow(clippy::field_reassign_with_default)]
+
 use sim::{Channels, Randomization, RenderError, Sim, SimConfig, Track};
 
 fn frame(sim: &mut Sim, w: usize, h: usize, ch: Channels) -> Vec<u8> {
@@ -18,17 +21,23 @@ fn start_line_view_shows_road_borders_and_sky() {
     let px = |x: usize, y: usize| f[y * w + x];
     // Top row: sky, uniform and bright.
     assert!(f[..w].iter().all(|&v| v == f[0]) && f[0] > 150);
-    // Bottom row, middle: road (dark grey) or a centre dash (orange).
-    let bottom: Vec<u8> = (0..w).map(|x| px(x, h - 1)).collect();
+    // Bottom row: road (dark grey) or a centre dash (orange); the camera
+    // sees only ~0.25 m across right in front of the bumper.
     let road = 63u8;
-    assert!(bottom.iter().filter(|&&v| v.abs_diff(road) <= 2).count() > w / 3);
-    // Bottom row: white border lines on both sides of the middle.
-    let white = |v: &u8| *v > 200;
-    assert!(bottom[..w / 2].iter().any(white), "{bottom:?}");
-    assert!(bottom[w / 2..].iter().any(white), "{bottom:?}");
-    // The borders converge: the road is wider at the bottom than higher up.
-    let road_width = |y: usize| (0..w).filter(|&x| px(x, y).abs_diff(road) <= 2).count();
-    assert!(road_width(h - 1) > road_width(h * 2 / 3), "{} vs {}", road_width(h - 1), road_width(h * 2 / 3));
+    let bottom: Vec<u8> = (0..w).map(|x| px(x, h - 1)).collect();
+    assert!(bottom.iter().filter(|&&v| v.abs_diff(road) <= 2).count() > w / 2);
+    // White border lines on both sides, converging toward the horizon: the
+    // innermost white pixel on the left moves right as rows go up.
+    let white = |v: u8| v > 200;
+    let left_edge = |y: usize| (0..w / 2).rev().find(|&x| white(px(x, y)));
+    let right_edge = |y: usize| (w / 2..w).find(|&x| white(px(x, y)));
+    let rows: Vec<usize> = (0..h)
+        .filter(|&y| left_edge(y).is_some() && right_edge(y).is_some())
+        .collect();
+    assert!(rows.len() > h / 5, "borders visible on {} rows", rows.len());
+    let (near, far) = (*rows.last().unwrap(), rows[0] + 2);
+    assert!(left_edge(near) < left_edge(far), "{near} {far}");
+    assert!(right_edge(near) > right_edge(far), "{near} {far}");
     // Orange centre dashes appear in RGB somewhere down the middle.
     let rgb = frame(&mut sim, w, h, Channels::Rgb);
     let orange = (h / 2..h).any(|y| {
@@ -49,7 +58,11 @@ fn rgb_and_gray_agree_on_geometry() {
     for i in 0..64 * 48 {
         let p = &c[i * 3..i * 3 + 3];
         let y = 0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64;
-        assert!((y - g[i] as f64).abs() <= 1.5, "pixel {i}: {p:?} vs {}", g[i]);
+        assert!(
+            (y - g[i] as f64).abs() <= 1.5,
+            "pixel {i}: {p:?} vs {}",
+            g[i]
+        );
     }
 }
 
@@ -86,11 +99,10 @@ fn randomization_changes_the_look_but_not_the_geometry() {
         assert!(f != base);
         let mean = f.iter().map(|&v| v as f64).sum::<f64>() / f.len() as f64;
         looks.push(mean);
-        // Border lines still brighter than the road just inside them at
-        // the bottom row, whatever the lighting (noise aside).
-        let row = &f[119 * 160..];
-        let max = *row.iter().max().unwrap() as i32;
-        let min = *row.iter().min().unwrap() as i32;
+        // Lines and road still differ clearly, whatever the lighting.
+        let ground = &f[60 * 160..];
+        let max = *ground.iter().max().unwrap() as i32;
+        let min = *ground.iter().min().unwrap() as i32;
         assert!(max - min > 60, "seed {seed}: contrast {min}..{max}");
     }
     looks.sort_by(f64::total_cmp);

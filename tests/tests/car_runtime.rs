@@ -16,7 +16,12 @@ fn run_json(cmd: &mut Command) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or_else(|| panic!("no output; stderr: {}", String::from_utf8_lossy(&out.stderr)));
+    let line = text.lines().last().unwrap_or_else(|| {
+        panic!(
+            "no output; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
@@ -33,12 +38,32 @@ fn headless_sim_drives_a_lap_with_a_test_built_model_and_prints_exact_json() {
     write_centre_seeking_model(&model, 2.0);
     let v = run_json(
         Command::new(car_runtime())
-            .args(["run", "--sim", "--headless", "--laps", "1", "--max-speed", "50", "--json", "--track", "oval", "--backend", "tract", "--model"])
+            .args([
+                "run",
+                "--sim",
+                "--headless",
+                "--laps",
+                "1",
+                "--max-speed",
+                "50",
+                "--json",
+                "--track",
+                "oval",
+                "--backend",
+                "tract",
+                "--model",
+            ])
             .arg(&model),
     );
     assert_eq!(
         keys(&v),
-        ["frames", "lap_times_s", "laps_completed", "latency_ms", "offtrack_events"]
+        [
+            "frames",
+            "lap_times_s",
+            "laps_completed",
+            "latency_ms",
+            "offtrack_events"
+        ]
     );
     assert_eq!(keys(&v["latency_ms"]), ["p50", "p99"]);
     let frames = v["frames"].as_u64().unwrap();
@@ -49,7 +74,10 @@ fn headless_sim_drives_a_lap_with_a_test_built_model_and_prints_exact_json() {
     let lap = v["lap_times_s"][0].as_f64().unwrap();
     assert!(lap > 3.0 && lap < 120.0, "lap time {lap}");
     // One frame per 15 Hz step: the frames cover the lap time.
-    assert!(frames as f64 >= lap * 15.0 - 2.0, "{frames} frames for a {lap} s lap");
+    assert!(
+        frames as f64 >= lap * 15.0 - 2.0,
+        "{frames} frames for a {lap} s lap"
+    );
     let p50 = v["latency_ms"]["p50"].as_f64().unwrap();
     let p99 = v["latency_ms"]["p99"].as_f64().unwrap();
     assert!(p50 > 0.0 && p99 >= p50, "{v}");
@@ -64,7 +92,19 @@ fn headless_at_zero_max_speed_does_not_move() {
     write_centre_seeking_model(&model, 2.0);
     let v = run_json(
         Command::new(car_runtime())
-            .args(["run", "--sim", "--headless", "--laps", "1", "--json", "--track", "oval", "--backend", "tract", "--model"])
+            .args([
+                "run",
+                "--sim",
+                "--headless",
+                "--laps",
+                "1",
+                "--json",
+                "--track",
+                "oval",
+                "--backend",
+                "tract",
+                "--model",
+            ])
             .arg(&model),
     );
     assert_eq!(v["laps_completed"], 0, "{v}");
@@ -77,8 +117,16 @@ fn check_model_json_on_a_built_model() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     write_centre_seeking_model(&model, 1.0);
-    let v = run_json(Command::new(car_runtime()).arg("check-model").arg(&model).arg("--json"));
-    assert_eq!(keys(&v), ["action", "backend", "inference_ms", "load_ms", "outputs"]);
+    let v = run_json(
+        Command::new(car_runtime())
+            .arg("check-model")
+            .arg(&model)
+            .arg("--json"),
+    );
+    assert_eq!(
+        keys(&v),
+        ["action", "backend", "inference_ms", "load_ms", "outputs"]
+    );
     let outs = v["outputs"].as_array().unwrap();
     assert_eq!(outs.len(), 7);
     let sum: f64 = outs.iter().map(|x| x.as_f64().unwrap()).sum();
@@ -92,7 +140,10 @@ fn check_model_json_on_a_built_model() {
         .unwrap()
         .0;
     assert_eq!(idx, best);
-    assert_eq!(v["action"]["steering_angle"].as_f64().unwrap() as f32, e2e_tests::ANGLES[idx]);
+    assert_eq!(
+        v["action"]["steering_angle"].as_f64().unwrap() as f32,
+        e2e_tests::ANGLES[idx]
+    );
     assert_eq!(v["action"]["speed"].as_f64().unwrap(), 1.0);
     assert!(v["load_ms"].as_f64().unwrap() > 0.0);
 }
@@ -132,10 +183,18 @@ fn check_model_with_image_and_a_broken_model() {
     let mut m: serde_json::Value = serde_json::from_str(&meta).unwrap();
     m["action_space"].as_array_mut().unwrap().pop();
     std::fs::write(model.join("model_metadata.json"), m.to_string()).unwrap();
-    let out = Command::new(car_runtime()).arg("check-model").arg(&model).output().unwrap();
+    let out = Command::new(car_runtime())
+        .arg("check-model")
+        .arg(&model)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("model.onnx") || err.contains("model_metadata.json"), "{err}");
+    let err =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("model.onnx") || err.contains("model_metadata.json"),
+        "{err}"
+    );
 }
 
 fn image_gray(w: usize, h: usize, v: u8) -> Vec<u8> {
@@ -159,8 +218,16 @@ fn check_model_json_on_the_shared_console_archive() {
         eprintln!("SKIPPED: {} is absent", archive.display());
         return;
     }
-    let v = run_json(Command::new(car_runtime()).arg("check-model").arg(&archive).arg("--json"));
-    assert_eq!(keys(&v), ["action", "backend", "inference_ms", "load_ms", "outputs"]);
+    let v = run_json(
+        Command::new(car_runtime())
+            .arg("check-model")
+            .arg(&archive)
+            .arg("--json"),
+    );
+    assert_eq!(
+        keys(&v),
+        ["action", "backend", "inference_ms", "load_ms", "outputs"]
+    );
     assert_eq!(v["outputs"].as_array().unwrap().len(), 9);
     let idx = v["action"]["index"].as_u64().unwrap();
     assert!(idx < 9);
@@ -180,7 +247,10 @@ fn calibration_import_then_show_round_trips() {
     let cal_path = dir.path().join("state/calibration.json");
     let cfg = write_config(
         dir.path(),
-        &format!("[actuator]\nbackend = \"sim\"\ncalibration = \"{}\"\n", cal_path.display()),
+        &format!(
+            "[actuator]\nbackend = \"sim\"\ncalibration = \"{}\"\n",
+            cal_path.display()
+        ),
     );
     let stock = dir.path().join("deepracer-calibration.json");
     std::fs::write(
@@ -199,7 +269,11 @@ fn calibration_import_then_show_round_trips() {
         .unwrap();
     assert!(st.success());
     assert!(cal_path.is_file());
-    let v = run_json(Command::new(car_runtime()).args(["calibration", "show", "--json", "--config"]).arg(&cfg));
+    let v = run_json(
+        Command::new(car_runtime())
+            .args(["calibration", "show", "--json", "--config"])
+            .arg(&cfg),
+    );
     assert_eq!(
         v["steering"],
         serde_json::json!({"min": 1210000, "mid": 1460000, "max": 1710000, "polarity": -1})
@@ -210,7 +284,11 @@ fn calibration_import_then_show_round_trips() {
     );
     assert_eq!(v["period_ns"], 20_000_000);
     // A broken stock file: error names the file; the saved calibration stays.
-    std::fs::write(&stock, r#"{"Calibration": {"Servo": {"max": 1, "mid": 2, "min": 3, "polarity": 1}}}"#).unwrap();
+    std::fs::write(
+        &stock,
+        r#"{"Calibration": {"Servo": {"max": 1, "mid": 2, "min": 3, "polarity": 1}}}"#,
+    )
+    .unwrap();
     let out = Command::new(car_runtime())
         .args(["calibration", "import"])
         .arg(&stock)
@@ -220,7 +298,11 @@ fn calibration_import_then_show_round_trips() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("deepracer-calibration.json"));
-    let v2 = run_json(Command::new(car_runtime()).args(["calibration", "show", "--json", "--config"]).arg(&cfg));
+    let v2 = run_json(
+        Command::new(car_runtime())
+            .args(["calibration", "show", "--json", "--config"])
+            .arg(&cfg),
+    );
     assert_eq!(v, v2);
 }
 
@@ -260,9 +342,23 @@ fn neutral_writes_mid_on_a_fake_sysfs_board() {
     let chip = root.join("class/pwm/pwmchip0");
     std::fs::write(chip.join("pwm0/duty_cycle"), "1600000\n").unwrap();
     std::fs::write(chip.join("pwm1/duty_cycle"), "1200000\n").unwrap();
-    let out = Command::new(car_runtime()).arg("neutral").arg("--config").arg(&cfg).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let read = |p: &str| std::fs::read_to_string(chip.join(p)).unwrap().trim().to_string();
+    let out = Command::new(car_runtime())
+        .arg("neutral")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |p: &str| {
+        std::fs::read_to_string(chip.join(p))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
     // No calibration file: the stock defaults (throttle mid 1446000 on
     // channel 0, steering mid 1450000 on channel 1).
     assert_eq!(read("pwm0/duty_cycle"), "1446000");
@@ -284,7 +380,12 @@ fn neutral_fails_clearly_without_the_chip() {
             root.display()
         ),
     );
-    let out = Command::new(car_runtime()).arg("neutral").arg("--config").arg(&cfg).output().unwrap();
+    let out = Command::new(car_runtime())
+        .arg("neutral")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("0000:00:17.0"), "{err}");
@@ -294,10 +395,17 @@ fn neutral_fails_clearly_without_the_chip() {
 fn bad_config_names_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "[control]\nstall_timeout_ms = \"soon\"\n");
-    let out = Command::new(car_runtime()).args(["run", "--sim", "--headless", "--config"]).arg(&cfg).output().unwrap();
+    let out = Command::new(car_runtime())
+        .args(["run", "--sim", "--headless", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("config.toml") && err.contains("control.stall_timeout_ms"), "{err}");
+    assert!(
+        err.contains("config.toml") && err.contains("control.stall_timeout_ms"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -321,39 +429,66 @@ fn sigterm_while_driving_ends_in_neutral_on_the_wire() {
         ),
     );
     let mut child = Command::new(car_runtime())
-        .args(["run", "--autonomous", "--max-speed", "60", "--json", "--config"])
+        .args([
+            "run",
+            "--autonomous",
+            "--max-speed",
+            "60",
+            "--json",
+            "--config",
+        ])
         .arg(&cfg)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let duty = root.join("class/pwm/pwmchip0/pwm0/duty_cycle");
-    let read = || std::fs::read_to_string(&duty).unwrap_or_default().trim().to_string();
+    let read = || {
+        std::fs::read_to_string(&duty)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
     let start = std::time::Instant::now();
     // Stock throttle calibration: mid 1446000; forward is below mid (polarity -1).
     while read() == "1446000" || read().is_empty() || read() == "0" {
         if start.elapsed() > std::time::Duration::from_secs(60) {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
-            panic!("throttle never left neutral: {}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "throttle never left neutral: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         if let Some(st) = child.try_wait().unwrap() {
             let out = child.wait_with_output().unwrap();
-            panic!("daemon exited early ({st}): {}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "daemon exited early ({st}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let driving = read();
     assert_ne!(driving, "1446000");
-    let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "exit {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(read(), "1446000", "throttle after SIGTERM (was {driving})");
     let steer = std::fs::read_to_string(root.join("class/pwm/pwmchip0/pwm1/duty_cycle")).unwrap();
     assert_eq!(steer.trim(), "1450000");
     // The exit summary says the run ended on the signal, in autonomous mode.
-    let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(v["end"], "signal");
     assert!(v["frames"].as_u64().unwrap() > 0);
     assert_eq!(v["last_pulses"]["throttle_ns"], 1446000);

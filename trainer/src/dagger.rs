@@ -9,7 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use sim::{CarAction, Channels, Expert, LapRunner, Randomization, Sim, SimConfig, StartPolicy, Track};
+use sim::{
+    CarAction, Channels, Expert, LapRunner, Randomization, Sim, SimConfig, StartPolicy, Track,
+};
 
 use crate::features::FeatureSpec;
 use crate::ridge::{Ridge, RidgeError};
@@ -31,7 +33,9 @@ pub struct Readout {
 impl Readout {
     /// Number of inputs of the output layer.
     pub fn readout_inputs(&self) -> usize {
-        self.hidden.as_ref().map_or(self.spec.len(), |(_, b)| b.len())
+        self.hidden
+            .as_ref()
+            .map_or(self.spec.len(), |(_, b)| b.len())
     }
 
     /// Hidden activations (or the features themselves) into `out`.
@@ -56,7 +60,11 @@ impl Readout {
         let n = scratch.len();
         let mut y = self.out_b;
         for (k, yk) in y.iter_mut().enumerate() {
-            *yk += self.out_w[k * n..(k + 1) * n].iter().zip(scratch.iter()).map(|(a, x)| a * x).sum::<f32>();
+            *yk += self.out_w[k * n..(k + 1) * n]
+                .iter()
+                .zip(scratch.iter())
+                .map(|(a, x)| a * x)
+                .sum::<f32>();
         }
         y
     }
@@ -164,7 +172,11 @@ impl SplitMix {
     }
 }
 
-fn random_hidden(spec: &FeatureSpec, hidden: usize, rng: &mut SplitMix) -> Option<(Vec<f32>, Vec<f32>)> {
+fn random_hidden(
+    spec: &FeatureSpec,
+    hidden: usize,
+    rng: &mut SplitMix,
+) -> Option<(Vec<f32>, Vec<f32>)> {
     if hidden == 0 {
         return None;
     }
@@ -188,14 +200,21 @@ fn random_hidden(spec: &FeatureSpec, hidden: usize, rng: &mut SplitMix) -> Optio
 }
 
 /// Train a readout by DAgger. `progress` is called after every iteration.
-pub fn train(cfg: &TrainConfig, mut progress: impl FnMut(&IterStats)) -> Result<(Readout, Vec<IterStats>), TrainError> {
+pub fn train(
+    cfg: &TrainConfig,
+    mut progress: impl FnMut(&IterStats),
+) -> Result<(Readout, Vec<IterStats>), TrainError> {
     if cfg.tracks.is_empty() {
         return Err(TrainError::NoTracks);
     }
     let start = Instant::now();
     let mut rng = SplitMix::new(cfg.seed);
     let hidden = random_hidden(&cfg.spec, cfg.hidden, &mut rng);
-    let inputs = if cfg.hidden == 0 { cfg.spec.len() } else { cfg.hidden };
+    let inputs = if cfg.hidden == 0 {
+        cfg.spec.len()
+    } else {
+        cfg.hidden
+    };
     let mut ridge = Ridge::new(inputs, 2);
     let mut model: Option<Readout> = None;
     let mut history = Vec::new();
@@ -222,14 +241,22 @@ pub fn train(cfg: &TrainConfig, mut progress: impl FnMut(&IterStats)) -> Result<
         .collect();
 
     for iteration in 0..cfg.max_iterations {
-        let expert_mix = if iteration == 0 { 1.0 } else { 0.5f64.powi(iteration as i32) };
+        let expert_mix = if iteration == 0 {
+            1.0
+        } else {
+            0.5f64.powi(iteration as i32)
+        };
         let mut steps = 0usize;
         let mut offtrack = 0usize;
         let mut err_sum = 0.0;
         let mut episode = 0u64;
         while steps < cfg.steps_per_iteration {
             let sim = &mut sims[(episode as usize) % cfg.tracks.len()];
-            sim.reset(cfg.seed.wrapping_mul(1_000_003).wrapping_add((iteration as u64) << 32 | episode));
+            sim.reset(
+                cfg.seed
+                    .wrapping_mul(1_000_003)
+                    .wrapping_add((iteration as u64) << 32 | episode),
+            );
             episode += 1;
             let speed = cfg.drive_speed.0 + rng.unit() * (cfg.drive_speed.1 - cfg.drive_speed.0);
             let expert = Expert::new(speed);
@@ -284,7 +311,11 @@ pub fn train(cfg: &TrainConfig, mut progress: impl FnMut(&IterStats)) -> Result<
             iteration,
             samples: ridge.samples(),
             expert_mix,
-            steer_mae: if iteration == 0 { f64::NAN } else { err_sum / steps as f64 },
+            steer_mae: if iteration == 0 {
+                f64::NAN
+            } else {
+                err_sum / steps as f64
+            },
             offtrack_rate: offtrack as f64 / steps as f64,
             elapsed_s: start.elapsed().as_secs_f64(),
         };

@@ -45,11 +45,23 @@ pub fn evaluate(
     max_speed_scale: f32,
     seed: u64,
 ) -> Result<EvalReport, EvalError> {
-    let Model { mut policy, metadata, .. } = Model::load(dir, backend)?;
+    let Model {
+        mut policy,
+        metadata,
+        ..
+    } = Model::load(dir, backend)?;
     let spec = *policy.input_spec();
     let (w, h) = (spec.width as u32, spec.height as u32);
-    let channels = if spec.channels == 1 { Channels::Gray } else { Channels::Rgb };
-    let format = if spec.channels == 1 { PixelFormat::Gray8 } else { PixelFormat::Rgb8 };
+    let channels = if spec.channels == 1 {
+        Channels::Gray
+    } else {
+        Channels::Rgb
+    };
+    let format = if spec.channels == 1 {
+        PixelFormat::Gray8
+    } else {
+        PixelFormat::Rgb8
+    };
     let mut pre = Preprocessor::new(w, h, format, spec)?;
     let mapper = policy::ActionMapper::new(&metadata.action_space);
     let mut image = vec![0u8; (w * h) as usize * channels.bytes_per_pixel()];
@@ -76,10 +88,18 @@ pub fn evaluate(
         pre.run(&frame, &mut input)?;
         policy.infer(&input, &mut output)?;
         let a = mapper.map(&output, max_speed_scale);
-        runner.step(commands_to_action(a.steering as f64, a.throttle as f64, &car));
+        runner.step(commands_to_action(
+            a.steering as f64,
+            a.throttle as f64,
+            &car,
+        ));
     }
     let done = runner.laps_completed();
-    let partial = if done < laps { runner.lap_progress() } else { 0.0 };
+    let partial = if done < laps {
+        runner.lap_progress()
+    } else {
+        0.0
+    };
     let attempts = if done < laps { done + 1 } else { done };
     let progress_mean = (done as f64 * 100.0 + partial) / attempts.max(1) as f64;
     let r = runner.report();

@@ -9,7 +9,12 @@ use serde_json::json;
 
 use crate::dagger::{IterStats, TrainConfig};
 
-pub fn write(dir: &Path, cfg: &TrainConfig, tracks: &[String], history: &[IterStats]) -> Result<()> {
+pub fn write(
+    dir: &Path,
+    cfg: &TrainConfig,
+    tracks: &[String],
+    history: &[IterStats],
+) -> Result<()> {
     let report = json!({
         "trainer": "dagger-readout",
         "tracks": tracks,
@@ -24,7 +29,8 @@ pub fn write(dir: &Path, cfg: &TrainConfig, tracks: &[String], history: &[IterSt
         "wall_clock_s": history.last().map(|s| s.elapsed_s),
     });
     let p = dir.join("report.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&report)?).with_context(|| p.display().to_string())?;
+    std::fs::write(&p, serde_json::to_string_pretty(&report)?)
+        .with_context(|| p.display().to_string())?;
     let p = dir.join("curves.svg");
     std::fs::write(&p, svg(history)).with_context(|| p.display().to_string())?;
     Ok(())
@@ -37,7 +43,12 @@ pub fn svg(history: &[IterStats]) -> String {
     let n = history.len().max(2) as f64 - 1.0;
     let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / n;
     let series = |f: &dyn Fn(&IterStats) -> f64| -> Vec<(usize, f64)> {
-        history.iter().enumerate().map(|(i, s)| (i, f(s))).filter(|(_, v)| v.is_finite()).collect()
+        history
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, f(s)))
+            .filter(|(_, v)| v.is_finite())
+            .collect()
     };
     let err = series(&|s| s.steer_mae);
     let off = series(&|s| s.offtrack_rate);
@@ -61,10 +72,22 @@ pub fn svg(history: &[IterStats]) -> String {
         if pts.is_empty() {
             continue;
         }
-        let path: Vec<String> = pts.iter().map(|&(i, v)| format!("{:.1},{:.1}", x(i), y(v))).collect();
-        let _ = writeln!(out, r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#, path.join(" "));
+        let path: Vec<String> = pts
+            .iter()
+            .map(|&(i, v)| format!("{:.1},{:.1}", x(i), y(v)))
+            .collect();
+        let _ = writeln!(
+            out,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
+            path.join(" ")
+        );
         for &(i, v) in pts.iter() {
-            let _ = writeln!(out, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"#, x(i), y(v));
+            let _ = writeln!(
+                out,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"#,
+                x(i),
+                y(v)
+            );
         }
     }
     out.push_str("</svg>\n");

@@ -148,7 +148,9 @@ mod tests {
         let mut r = Ridge::new(2, 2);
         let mut seed = 1u64;
         for _ in 0..200 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let x0 = ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5;
             let x1 = ((seed >> 11 & 0xffff) as f32 / 65536.0) - 0.5;
             r.add(&[x0, x1], &[2.0 * x0 - x1 + 0.5, -3.0 * x1 + 1.0], 1.0);
@@ -164,6 +166,9 @@ mod tests {
 
     #[test]
     fn empty_is_an_error() {
-        assert!(matches!(Ridge::new(3, 1).solve(0.1), Err(RidgeError::Empty)));
+        assert!(matches!(
+            Ridge::new(3, 1).solve(0.1),
+            Err(RidgeError::Empty)
+        ));
     }
 }

@@ -13,15 +13,27 @@ const MANIFEST: &str = include_str!("../assets/manifest.webmanifest");
 const SW_JS: &str = include_str!("../assets/sw.js");
 
 pub fn app_html() -> Response {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], APP_HTML).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        APP_HTML,
+    )
+        .into_response()
 }
 
 pub async fn manifest() -> Response {
-    ([(header::CONTENT_TYPE, "application/manifest+json")], MANIFEST).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/manifest+json")],
+        MANIFEST,
+    )
+        .into_response()
 }
 
 pub async fn service_worker() -> Response {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SW_JS).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SW_JS,
+    )
+        .into_response()
 }
 
 pub async fn asset(Path(file): Path<String>) -> Response {

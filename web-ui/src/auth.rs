@@ -52,7 +52,10 @@ pub fn ensure_password(state_dir: &Path) -> Result<Option<String>, AuthError> {
     }
     let password = generate_password();
     let phc = hash_password(&password)?;
-    write_private_atomic(&state_dir.join(INITIAL_PASSWORD_FILE), format!("{password}\n").as_bytes())?;
+    write_private_atomic(
+        &state_dir.join(INITIAL_PASSWORD_FILE),
+        format!("{password}\n").as_bytes(),
+    )?;
     write_private_atomic(&hash_path, phc.as_bytes())?;
     Ok(Some(password))
 }
@@ -96,7 +99,9 @@ pub fn verify_password(phc: &str, password: &str) -> bool {
 /// Replace the password: store the new hash, delete the initial-password file.
 pub fn set_password(state_dir: &Path, new_password: &str) -> Result<String, AuthError> {
     if new_password.chars().count() < 8 {
-        return Err(AuthError::WeakPassword("must be at least 8 characters".into()));
+        return Err(AuthError::WeakPassword(
+            "must be at least 8 characters".into(),
+        ));
     }
     if new_password.len() > 256 {
         return Err(AuthError::WeakPassword("must be at most 256 bytes".into()));
@@ -142,7 +147,8 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<(), AuthError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(dir))?;
     }
     Ok(())
 }
@@ -212,7 +218,11 @@ impl Sessions {
         m.retain(|_, s| !self.expired(s, now));
         // Bound memory: a car has a handful of phones, not thousands.
         if m.len() >= 256 {
-            if let Some(oldest) = m.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| k.clone()) {
+            let oldest = m
+                .iter()
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
                 m.remove(&oldest);
             }
         }
@@ -249,7 +259,10 @@ impl Sessions {
     }
 
     pub fn remove(&self, id: &str) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 
     /// Log out every session but `keep` (after a password change).

@@ -27,7 +27,10 @@ pub fn spawn_encoder(
     api: Arc<dyn CarApi>,
     fps: u32,
     stop: Arc<AtomicBool>,
-) -> (watch::Sender<Arc<JpegFrame>>, std::io::Result<std::thread::JoinHandle<()>>) {
+) -> (
+    watch::Sender<Arc<JpegFrame>>,
+    std::io::Result<std::thread::JoinHandle<()>>,
+) {
     let (tx, _rx) = watch::channel(Arc::new(JpegFrame::default()));
     let tx2 = tx.clone();
     let period = Duration::from_secs_f64(1.0 / fps.clamp(1, 60) as f64);

@@ -85,8 +85,7 @@ impl WebConfig {
             return d.clone();
         }
         let system = PathBuf::from("/var/lib/car-runtime");
-        if dir_writable(&system) || (!system.exists() && dir_writable(&PathBuf::from("/var/lib")))
-        {
+        if dir_writable(&system) || (!system.exists() && dir_writable(&PathBuf::from("/var/lib"))) {
             return system.join("web");
         }
         let base = std::env::var_os("XDG_STATE_HOME")

@@ -62,7 +62,11 @@ impl WebHandle {
 
     /// `http://127.0.0.1:8080/` or `https://...`.
     pub fn url(&self) -> String {
-        format!("{}://{}/", if self.tls { "https" } else { "http" }, self.addr)
+        format!(
+            "{}://{}/",
+            if self.tls { "https" } else { "http" },
+            self.addr
+        )
     }
 
     pub fn shutdown(mut self) {
@@ -105,7 +109,9 @@ pub fn start(config: WebConfig, api: Arc<dyn CarApi>) -> Result<WebHandle, WebEr
     listener
         .set_nonblocking(true)
         .map_err(|e| WebError::Server(e.to_string()))?;
-    let addr = listener.local_addr().map_err(|e| WebError::Server(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| WebError::Server(e.to_string()))?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -128,10 +134,7 @@ pub fn start(config: WebConfig, api: Arc<dyn CarApi>) -> Result<WebHandle, WebEr
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
         })
         .map_err(|e| WebError::Server(e.to_string()))?;
-    tracing::info!(
-        "web UI on {}://{addr}/",
-        if tls { "https" } else { "http" }
-    );
+    tracing::info!("web UI on {}://{addr}/", if tls { "https" } else { "http" });
     Ok(WebHandle {
         addr,
         tls,
@@ -186,11 +189,13 @@ async fn serve_listener(
                 .serve(app)
                 .await
         }
-        None => axum_server::from_tcp(listener)
-            .map_err(|e| WebError::Server(e.to_string()))?
-            .handle(handle)
-            .serve(app)
-            .await,
+        None => {
+            axum_server::from_tcp(listener)
+                .map_err(|e| WebError::Server(e.to_string()))?
+                .handle(handle)
+                .serve(app)
+                .await
+        }
     };
     res.map_err(|e| WebError::Server(e.to_string()))
 }

@@ -83,7 +83,11 @@ pub enum UploadKind {
 /// Unpack the model files of a `.tar.gz` into `dest`. Any entry whose path
 /// is absolute, has `..`, or that is a link or device rejects the whole
 /// archive, naming the entry.
-pub fn extract_archive(archive: &Path, dest: &Path, upload_limit: u64) -> Result<Vec<String>, ModelError> {
+pub fn extract_archive(
+    archive: &Path,
+    dest: &Path,
+    upload_limit: u64,
+) -> Result<Vec<String>, ModelError> {
     let label = archive
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -97,7 +101,9 @@ pub fn extract_archive(archive: &Path, dest: &Path, upload_limit: u64) -> Result
     let total_limit = upload_limit.saturating_mul(UNPACK_FACTOR);
     let mut total = 0u64;
     let mut written = Vec::new();
-    let entries = tar.entries().map_err(|e| rej(format!("not a .tar.gz: {e}")))?;
+    let entries = tar
+        .entries()
+        .map_err(|e| rej(format!("not a .tar.gz: {e}")))?;
     for (i, entry) in entries.enumerate() {
         if i >= MAX_ARCHIVE_ENTRIES {
             return Err(rej(format!("more than {MAX_ARCHIVE_ENTRIES} entries")));

@@ -224,7 +224,8 @@ impl Race {
     }
 
     fn save(&self) -> Result<(), RaceError> {
-        let data = serde_json::to_vec_pretty(&self.history).map_err(|e| RaceError::Io(e.to_string()))?;
+        let data =
+            serde_json::to_vec_pretty(&self.history).map_err(|e| RaceError::Io(e.to_string()))?;
         crate::auth::write_private_atomic(&self.history_path, &data)
             .map_err(|e| RaceError::Io(e.to_string()))
     }

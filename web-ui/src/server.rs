@@ -372,16 +372,21 @@ async fn login(
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return Ok(r);
     }
-    let Json(body): Json<LoginReq> = axum::extract::FromRequest::from_request(req, &st)
-        .await
-        .map_err(|e: axum::extract::rejection::JsonRejection| {
-            HttpError(e.status(), e.body_text())
-        })?;
+    let Json(body) =
+        <Json<LoginReq> as axum::extract::FromRequest<AppState>>::from_request(req, &st)
+            .await
+            .map_err(|e: axum::extract::rejection::JsonRejection| {
+                HttpError(e.status(), e.body_text())
+            })?;
     if body.password.len() > 256 {
         st.limiter.fail(ip);
         return Err(HttpError(StatusCode::UNAUTHORIZED, "wrong password".into()));
     }
-    let hash = st.password_hash.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let hash = st
+        .password_hash
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let ok = tokio::task::spawn_blocking(move || auth::verify_password(&hash, &body.password))
         .await
         .map_err(internal)?;
@@ -453,7 +458,11 @@ async fn change_password_inner(
             format!("too many failed attempts; wait {} s", wait.as_secs().max(1)),
         ));
     }
-    let hash = st.password_hash.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let hash = st
+        .password_hash
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let current = body.current;
     let ok = tokio::task::spawn_blocking(move || auth::verify_password(&hash, &current))
         .await
@@ -537,12 +546,18 @@ async fn cal_pulse(
     Ok(Json(json!({ "ok": true })))
 }
 
-async fn cal_save(State(st): State<AppState>, _a: Authed) -> Result<Json<CalibrationView>, HttpError> {
+async fn cal_save(
+    State(st): State<AppState>,
+    _a: Authed,
+) -> Result<Json<CalibrationView>, HttpError> {
     st.api.calibration_save()?;
     Ok(Json(st.api.calibration()))
 }
 
-async fn cal_cancel(State(st): State<AppState>, _a: Authed) -> Result<Json<CalibrationView>, HttpError> {
+async fn cal_cancel(
+    State(st): State<AppState>,
+    _a: Authed,
+) -> Result<Json<CalibrationView>, HttpError> {
     st.api.calibration_cancel()?;
     Ok(Json(st.api.calibration()))
 }
@@ -563,7 +578,9 @@ async fn models_list(State(st): State<AppState>, _a: Authed) -> Json<serde_json:
     let list = tokio::task::spawn_blocking(move || models::list(&dir, active.as_deref()))
         .await
         .unwrap_or_default();
-    Json(json!({ "models": list, "status": status, "max_upload_bytes": st.config.max_upload_bytes }))
+    Json(
+        json!({ "models": list, "status": status, "max_upload_bytes": st.config.max_upload_bytes }),
+    )
 }
 
 /// Removes the staging folder unless the upload was installed.
@@ -585,7 +602,9 @@ async fn models_upload(
     let limit = st.config.max_upload_bytes;
     let token = auth::random_token();
     let staging_path = st.models_dir.join(format!(".staging-{}", &token[..16]));
-    tokio::fs::create_dir_all(&staging_path).await.map_err(internal)?;
+    tokio::fs::create_dir_all(&staging_path)
+        .await
+        .map_err(internal)?;
     let staging = Staging(Some(staging_path.clone()));
     let mut name: Option<String> = None;
     let mut archive: Option<(PathBuf, String)> = None;
@@ -593,7 +612,13 @@ async fn models_upload(
     let mp_err = |e: axum::extract::multipart::MultipartError| {
         let code = e.status();
         if code == StatusCode::PAYLOAD_TOO_LARGE {
-            HttpError(code, ModelError::TooLarge { limit_mb: limit / (1024 * 1024) }.to_string())
+            HttpError(
+                code,
+                ModelError::TooLarge {
+                    limit_mb: limit / (1024 * 1024),
+                }
+                .to_string(),
+            )
         } else {
             HttpError(code, e.body_text())
         }
@@ -646,7 +671,10 @@ async fn models_upload(
         let fname = filename.clone();
         tokio::task::spawn_blocking(move || {
             let r = models::extract_archive(&p, &dest, limit).map_err(|e| match e {
-                ModelError::Rejected { reason, .. } => ModelError::Rejected { file: fname, reason },
+                ModelError::Rejected { reason, .. } => ModelError::Rejected {
+                    file: fname,
+                    reason,
+                },
                 e => e,
             });
             let _ = std::fs::remove_file(&p);
@@ -698,7 +726,9 @@ async fn models_upload(
     std::fs::rename(&staging_path, &dest).map_err(internal)?;
     std::mem::forget(staging);
     tracing::info!("installed model {name} ({})", summary.action_space);
-    Ok(Json(json!({ "name": name, "path": dest, "summary": summary })))
+    Ok(Json(
+        json!({ "name": name, "path": dest, "summary": summary }),
+    ))
 }
 
 fn model_path(st: &AppState, name: &str) -> Result<PathBuf, HttpError> {
@@ -765,15 +795,25 @@ struct RaceStart {
 async fn race_start(
     State(st): State<AppState>,
     _a: Authed,
-    body: Option<Json<RaceStart>>,
+    body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    let d = body.and_then(|b| b.0.duration_s);
+    // The body is optional: empty means the default 4 minutes.
+    let d = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice::<RaceStart>(&body)
+            .map_err(|e| HttpError(StatusCode::BAD_REQUEST, format!("race start: {e}")))?
+            .duration_s
+    };
     let mut r = race_lock(&st);
     r.start(d, race::now_ms()).map_err(race_err)?;
     Ok(Json(race_json(&mut r)))
 }
 
-async fn race_lap(State(st): State<AppState>, _a: Authed) -> Result<Json<serde_json::Value>, HttpError> {
+async fn race_lap(
+    State(st): State<AppState>,
+    _a: Authed,
+) -> Result<Json<serde_json::Value>, HttpError> {
     let mut r = race_lock(&st);
     r.lap(race::now_ms()).map_err(race_err)?;
     Ok(Json(race_json(&mut r)))
@@ -788,7 +828,10 @@ async fn race_offtrack(
     Ok(Json(race_json(&mut r)))
 }
 
-async fn race_stop(State(st): State<AppState>, _a: Authed) -> Result<Json<serde_json::Value>, HttpError> {
+async fn race_stop(
+    State(st): State<AppState>,
+    _a: Authed,
+) -> Result<Json<serde_json::Value>, HttpError> {
     let mut r = race_lock(&st);
     r.finish(race::now_ms()).map_err(race_err)?;
     Ok(Json(race_json(&mut r)))
@@ -819,7 +862,11 @@ async fn telemetry_loop(st: AppState, socket: WebSocket) {
         // A phone needs the recent trace, not every sample at 100 Hz.
         let skip = buf.len().saturating_sub(64);
         let msg = json!({ "status": st.api.status(), "samples": &buf[skip..] });
-        if tx.send(Message::Text(msg.to_string().into())).await.is_err() {
+        if tx
+            .send(Message::Text(msg.to_string().into()))
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -876,8 +923,10 @@ async fn ws_drive(
     a: Authed,
     Query(q): Query<DriveQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {
+    // Checked before the upgrade is even looked at, so a request without the
+    // token learns nothing else.
     if !auth::ct_eq(q.csrf.as_deref().unwrap_or(""), &a.csrf) {
         return Err(HttpError(
             StatusCode::FORBIDDEN,
@@ -885,6 +934,7 @@ async fn ws_drive(
         ));
     }
     check_origin(&headers)?;
+    let ws = ws.map_err(|e| HttpError(e.status(), e.body_text()))?;
     Ok(ws.on_upgrade(move |socket| drive_loop(st, socket)))
 }
 
@@ -917,7 +967,13 @@ async fn drive_loop(st: AppState, mut socket: WebSocket) {
         let r = match (m.pulse, m.ns, m.s, m.t) {
             (Some(ch), Some(ns), _, _) => st.api.calibration_pulse(ch, ns),
             (None, _, Some(s), Some(t)) => {
-                let c = |v: f32| if v.is_finite() { v.clamp(-1.0, 1.0) } else { 0.0 };
+                let c = |v: f32| {
+                    if v.is_finite() {
+                        v.clamp(-1.0, 1.0)
+                    } else {
+                        0.0
+                    }
+                };
                 drove = true;
                 st.api.command(Command::Manual {
                     steering: c(s),

@@ -79,6 +79,9 @@ pub fn generate_self_signed(state_dir: &Path) -> Result<(), WebError> {
         certified.signing_key.serialize_pem().as_bytes(),
     )?;
     auth::write_private_atomic(&state_dir.join(CERT_FILE), certified.cert.pem().as_bytes())?;
-    tracing::info!("made a self-signed TLS certificate in {}", state_dir.display());
+    tracing::info!(
+        "made a self-signed TLS certificate in {}",
+        state_dir.display()
+    );
     Ok(())
 }

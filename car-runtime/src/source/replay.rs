@@ -220,7 +220,10 @@ mod tests {
         assert_eq!(src.len(), 3);
         let t = Duration::from_millis(100);
         let f = src.next_frame(t).unwrap();
-        assert_eq!((f.format, f.width, f.height, f.seq), (PixelFormat::Jpeg, 32, 24, 0));
+        assert_eq!(
+            (f.format, f.width, f.height, f.seq),
+            (PixelFormat::Jpeg, 32, 24, 0)
+        );
         let img = image::load_from_memory(f.data).unwrap().to_luma8();
         assert!(img.as_raw()[0] < 10);
         let f = src.next_frame(t).unwrap();

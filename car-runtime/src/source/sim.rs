@@ -156,8 +156,16 @@ impl FrameSource for SimSource {
             // The first frame shows the start pose; every later one follows
             // one step driven with what is on the wire now.
             let (steering, throttle) = self.link.load();
-            let steering = if steering.is_finite() { steering.clamp(-1.0, 1.0) } else { 0.0 };
-            let throttle = if throttle.is_finite() { throttle.clamp(-1.0, 1.0) } else { 0.0 };
+            let steering = if steering.is_finite() {
+                steering.clamp(-1.0, 1.0)
+            } else {
+                0.0
+            };
+            let throttle = if throttle.is_finite() {
+                throttle.clamp(-1.0, 1.0)
+            } else {
+                0.0
+            };
             let action = CarAction {
                 steering_deg: f64::from(steering) * MAX_STEERING_DEG,
                 // The simulated car has no reverse: negative throttle brakes to a stop.
@@ -169,7 +177,11 @@ impl FrameSource for SimSource {
             let after = self.runner.sim().travelled_m();
             let len = self.runner.sim().track().length();
             let lapped = self.runner.laps_completed() > laps_before;
-            let d = if lapped { after + len - before } else { after - before };
+            let d = if lapped {
+                after + len - before
+            } else {
+                after - before
+            };
             if d.is_finite() && d > 0.0 && d < 10.0 {
                 self.travelled_m += d;
             }
@@ -230,7 +242,10 @@ mod tests {
         let mut s = src(link.clone(), None, Some(100));
         let t = Duration::from_millis(10);
         let f0 = s.next_frame(t).unwrap();
-        assert_eq!((f0.width, f0.height, f0.format), (160, 120, PixelFormat::Gray8));
+        assert_eq!(
+            (f0.width, f0.height, f0.format),
+            (160, 120, PixelFormat::Gray8)
+        );
         assert_eq!(f0.timestamp_ns, 0);
         // Neutral on the wire: the car stays put.
         for _ in 0..5 {

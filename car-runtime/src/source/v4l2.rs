@@ -189,8 +189,6 @@ pub struct SeqTracker {
     last: Option<u32>,
     /// Our sequence of the last frame handed out.
     last_global: Option<u64>,
-    /// Added to the driver's sequence in the current stream.
-    base: u64,
     dropped: u64,
     delivered: u64,
 }
@@ -199,44 +197,29 @@ impl SeqTracker {
     /// A new stream starts (open or reopen); its sequence restarts at 0.
     pub fn restart(&mut self) {
         self.last = None;
-        self.base = self.last_global.map_or(0, |g| g + 1);
     }
 
     /// Records a delivered frame, returns its global sequence number.
     pub fn deliver(&mut self, driver_seq: u32) -> u64 {
-        match self.last {
-            Some(last) if driver_seq > last => {
+        let global = match (self.last, self.last_global) {
+            (Some(last), Some(g)) if driver_seq > last => {
                 self.dropped += u64::from(driver_seq - last - 1);
+                g + u64::from(driver_seq - last)
             }
-            // A sequence that goes backwards mid-stream: the driver restarted
-            // it; renumber from here without inventing drops.
-            Some(_) => {
-                self.base = self.last_global.map_or(0, |g| g + 1);
-                self.last = None;
-            }
-            None => {}
-        }
-        let global = match self.last {
-            None if self.last_global.is_some() => {
-                // First frame after (re)start: frames lost before it in this
-                // stream count as dropped.
+            // Backwards mid-stream: the driver restarted its numbering;
+            // carry on from here without inventing drops.
+            (Some(_), Some(g)) => g + 1,
+            // First frame of a (re)started stream: the frames it numbered
+            // before this one never reached us.
+            (_, Some(g)) => {
                 self.dropped += u64::from(driver_seq);
-                self.base + u64::from(driver_seq)
+                g + 1 + u64::from(driver_seq)
             }
-            None => {
+            (_, None) => {
                 self.dropped += u64::from(driver_seq);
-                self.base + u64::from(driver_seq)
+                u64::from(driver_seq)
             }
-            Some(_) => self.base + u64::from(driver_seq),
         };
-        // Keep the global sequence strictly rising even if the base shifted.
-        let global = match self.last_global {
-            Some(g) if global <= g => g + 1,
-            _ => global,
-        };
-        if self.last.is_none() {
-            self.base = global - u64::from(driver_seq);
-        }
         self.last = Some(driver_seq);
         self.last_global = Some(global);
         self.delivered += 1;
@@ -264,13 +247,7 @@ fn monotonic_now_ns() -> u64 {
 
 fn ioctl<T>(fd: i32, request: v4l::v4l2::vidioc::_IOC_TYPE, arg: &mut T) -> io::Result<()> {
     // SAFETY: `arg` is the struct the request expects and lives for the call.
-    unsafe {
-        v4l::v4l2::ioctl(
-            fd,
-            request,
-            arg as *mut T as *mut std::os::raw::c_void,
-        )
-    }
+    unsafe { v4l::v4l2::ioctl(fd, request, arg as *mut T as *mut std::os::raw::c_void) }
 }
 
 fn zeroed_buffer() -> v4l2_buffer {
@@ -398,16 +375,16 @@ impl Stream {
         }
 
         // Set the rate explicitly: left alone, some drivers stay at 5 fps.
-        let fps_actual = match device.set_params(&v4l::video::capture::Parameters::with_fps(cfg.fps)) {
-            Ok(p) => fps_from_interval(p.interval.numerator, p.interval.denominator),
-            Err(e) => {
-                warn!(device = %path.display(), "VIDIOC_S_PARM {} fps refused: {e}", cfg.fps);
-                device
-                    .params()
-                    .ok()
-                    .and_then(|p| fps_from_interval(p.interval.numerator, p.interval.denominator))
-            }
-        };
+        let fps_actual =
+            match device.set_params(&v4l::video::capture::Parameters::with_fps(cfg.fps)) {
+                Ok(p) => fps_from_interval(p.interval.numerator, p.interval.denominator),
+                Err(e) => {
+                    warn!(device = %path.display(), "VIDIOC_S_PARM {} fps refused: {e}", cfg.fps);
+                    device.params().ok().and_then(|p| {
+                        fps_from_interval(p.interval.numerator, p.interval.denominator)
+                    })
+                }
+            };
         if let Some(fps) = fps_actual {
             if (fps - f64::from(cfg.fps)).abs() > 0.5 {
                 warn!(
@@ -458,6 +435,8 @@ impl Stream {
             ioctl(fd, v4l::v4l2::vidioc::VIDIOC_QUERYBUF, &mut buf)
                 .map_err(|e| format!("{}: VIDIOC_QUERYBUF {index}: {e}", path.display()))?;
             let len = buf.length as usize;
+            // SAFETY: for MEMORY_MMAP the driver fills `m.offset`.
+            let offset = unsafe { buf.m.offset } as libc::off_t;
             // SAFETY: maps the driver's buffer `index` at the offset it gave;
             // unmapped in Drop.
             let ptr = unsafe {
@@ -467,7 +446,7 @@ impl Stream {
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_SHARED,
                     fd,
-                    buf.m.offset as libc::off_t,
+                    offset,
                 )
             };
             if ptr == libc::MAP_FAILED {
@@ -549,7 +528,10 @@ impl Stream {
             if now >= deadline {
                 return Ok(Wait::Timeout);
             }
-            let ms = (deadline - now).as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            let ms = (deadline - now)
+                .as_micros()
+                .div_ceil(1000)
+                .min(i32::MAX as u128) as i32;
             let mut pfd = libc::pollfd {
                 fd: self.fd(),
                 events: libc::POLLIN,
@@ -763,21 +745,26 @@ impl FrameSource for V4l2Source {
                 std::thread::sleep(self.next_reopen.min(deadline) - now);
             }
         }
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(SourceError::Timeout(timeout));
+        let waited = match self.stream.as_mut() {
+            Some(stream) => stream.wait_newest(deadline),
+            None => return Err(SourceError::Timeout(timeout)),
         };
-        let (index, meta) = match stream.wait_newest(deadline) {
+        let (index, meta) = match waited {
             Ok(Wait::Frame { index, meta }) => (index, meta),
             Ok(Wait::Timeout) => return Err(SourceError::Timeout(timeout)),
             Err(e) => return Err(self.lose(&e)),
         };
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(SourceError::Timeout(timeout));
+        };
         let now = monotonic_now_ns();
-        let ts = capture_timestamp_ns(
-            meta.flags,
-            meta.timestamp.tv_sec,
-            meta.timestamp.tv_usec,
-            now,
+        // time_t and suseconds_t are i32 on 32-bit ARM boards.
+        #[allow(clippy::useless_conversion)]
+        let (sec, usec) = (
+            i64::from(meta.timestamp.tv_sec),
+            i64::from(meta.timestamp.tv_usec),
         );
+        let ts = capture_timestamp_ns(meta.flags, sec, usec, now);
         if meta.flags & BUF_FLAG_TIMESTAMP_MASK != BUF_FLAG_TIMESTAMP_MONOTONIC {
             stream.clock_fallbacks += 1;
         }
@@ -839,7 +826,10 @@ mod tests {
     #[test]
     fn fps_from_timeperframe() {
         assert_eq!(fps_from_interval(1, 15), Some(15.0));
-        assert_eq!(fps_from_interval(1001, 30000).map(|f| (f * 100.0).round()), Some(2997.0));
+        assert_eq!(
+            fps_from_interval(1001, 30000).map(|f| (f * 100.0).round()),
+            Some(2997.0)
+        );
         assert_eq!(fps_from_interval(0, 15), None);
         assert_eq!(fps_from_interval(1, 0), None);
     }
@@ -936,6 +926,9 @@ mod tests {
             ..Default::default()
         };
         let msg = V4l2Source::open(&cfg).err().expect("must fail").to_string();
-        assert!(msg.contains("/dev/null") && msg.contains("QUERYCAP"), "{msg}");
+        assert!(
+            msg.contains("/dev/null") && msg.contains("QUERYCAP"),
+            "{msg}"
+        );
     }
 }

@@ -129,6 +129,7 @@ pub(super) fn box_n<const N: usize>(
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index maths reads clearer
 mod tests {
     use super::*;
 

@@ -28,9 +28,9 @@ use huffman::{BitReader, HuffTable, STD_AC, STD_DC};
 
 /// Zigzag index -> natural (row-major) index within an 8x8 block.
 const ZIGZAG: [u8; 64] = [
-    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27,
-    20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58,
-    59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
+    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
+    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
 ];
 
 /// DCT scaling: the output is the source size divided by the denominator
@@ -185,7 +185,9 @@ fn is_sof(code: u8) -> bool {
 /// Standalone markers (SOI, EOI, RSTn, TEM) have an empty payload.
 fn next_segment(d: &[u8], mut pos: usize) -> Result<(u8, &[u8], usize), JpegError> {
     if pos >= d.len() {
-        return Err(JpegError::Truncated("headers (no marker before end of data)"));
+        return Err(JpegError::Truncated(
+            "headers (no marker before end of data)",
+        ));
     }
     if d[pos] != 0xFF {
         return Err(JpegError::Corrupt("headers: expected a marker"));
@@ -262,7 +264,12 @@ impl JpegDecoder {
             qt: [[0.0; 64]; 4],
             dc: std::array::from_fn(|_| HuffTable::empty()),
             ac: std::array::from_fn(|_| HuffTable::empty()),
-            basis: [idct::basis(8), idct::basis(4), idct::basis(2), idct::basis(1)],
+            basis: [
+                idct::basis(8),
+                idct::basis(4),
+                idct::basis(2),
+                idct::basis(1),
+            ],
             blk: [0.0; 64],
             qt_set: [false; 4],
             dc_set: [false; 4],
@@ -327,10 +334,8 @@ impl JpegDecoder {
                     }
                     self.restart_interval = u16::from_be_bytes([seg[0], seg[1]]) as u32;
                 }
-                0xEE => {
-                    if seg.len() >= 12 && &seg[..5] == b"Adobe" {
-                        self.adobe_transform = Some(seg[11]);
-                    }
+                0xEE if seg.len() >= 12 && &seg[..5] == b"Adobe" => {
+                    self.adobe_transform = Some(seg[11]);
                 }
                 0xDA => {
                     let Some(f) = frame else {
@@ -364,7 +369,9 @@ impl JpegDecoder {
         while !seg.is_empty() {
             let (pq, tq) = (seg[0] >> 4, (seg[0] & 15) as usize);
             if tq > 3 || pq > 1 {
-                return Err(JpegError::Corrupt("DQT: table id above 3 or precision above 1"));
+                return Err(JpegError::Corrupt(
+                    "DQT: table id above 3 or precision above 1",
+                ));
             }
             let n = if pq == 0 { 64 } else { 128 };
             if seg.len() < 1 + n {
@@ -414,7 +421,9 @@ impl JpegDecoder {
     }
 
     fn parse_sos(&mut self, seg: &[u8], f: &FrameHeader) -> Result<Scan, JpegError> {
-        let ns = *seg.first().ok_or(JpegError::Corrupt("SOS: segment too short"))? as usize;
+        let ns = *seg
+            .first()
+            .ok_or(JpegError::Corrupt("SOS: segment too short"))? as usize;
         if ns == 0 || ns > f.ncomp || seg.len() < 1 + 2 * ns + 3 {
             return Err(JpegError::Corrupt("SOS: bad component count or length"));
         }
@@ -430,8 +439,10 @@ impl JpegDecoder {
         {
             return Err(JpegError::Unsupported(Unsupported::RgbColour));
         }
-        let mut scan = Scan::default();
-        scan.ncomp = ns;
+        let mut scan = Scan {
+            ncomp: ns,
+            ..Default::default()
+        };
         for i in 0..ns {
             let (cid, tables) = (seg[1 + 2 * i], seg[2 + 2 * i]);
             let ci = f.comps[..f.ncomp]
@@ -461,7 +472,9 @@ impl JpegDecoder {
             if ci == 0 {
                 scan.has_luma = true;
                 if !self.qt_set[f.comps[0].tq as usize] {
-                    return Err(JpegError::Corrupt("DQT: luma quantisation table not defined"));
+                    return Err(JpegError::Corrupt(
+                        "DQT: luma quantisation table not defined",
+                    ));
                 }
             }
             scan.comps[i] = ScanComp {
@@ -531,7 +544,8 @@ impl JpegDecoder {
         let mut mcu = 0u32;
         for my in 0..mcus_y as usize {
             for mx in 0..mcus_x as usize {
-                if self.restart_interval > 0 && mcu > 0 && mcu % self.restart_interval == 0 {
+                if self.restart_interval > 0 && mcu > 0 && mcu.is_multiple_of(self.restart_interval)
+                {
                     if br.overran() {
                         return Err(JpegError::Truncated("entropy-coded data"));
                     }
@@ -636,7 +650,9 @@ fn parse_sof(seg: &[u8]) -> Result<FrameHeader, JpegError> {
         return Err(JpegError::Corrupt("SOF: width 0"));
     }
     if seg.len() < 6 + 3 * ncomp {
-        return Err(JpegError::Corrupt("SOF: segment too short for its components"));
+        return Err(JpegError::Corrupt(
+            "SOF: segment too short for its components",
+        ));
     }
     let mut f = FrameHeader {
         width,
@@ -648,7 +664,9 @@ fn parse_sof(seg: &[u8]) -> Result<FrameHeader, JpegError> {
         let c = &seg[6 + 3 * i..9 + 3 * i];
         let (h, v) = (c[1] >> 4, c[1] & 15);
         if !(1..=4).contains(&h) || !(1..=4).contains(&v) || c[2] > 3 {
-            return Err(JpegError::Corrupt("SOF: sampling factor outside 1..4 or table id above 3"));
+            return Err(JpegError::Corrupt(
+                "SOF: sampling factor outside 1..4 or table id above 3",
+            ));
         }
         f.comps[i] = Component {
             id: c[0],
@@ -694,7 +712,9 @@ fn luma_block(
     br.ensure();
     let s = br.symbol(dc)? as u32;
     if s > 11 {
-        return Err(JpegError::Corrupt("entropy data: DC magnitude above 11 bits"));
+        return Err(JpegError::Corrupt(
+            "entropy data: DC magnitude above 11 bits",
+        ));
     }
     if s > 0 {
         *pred = pred.wrapping_add(br.extend(s));
@@ -716,7 +736,9 @@ fn luma_block(
         }
         k += r;
         if k > 63 {
-            return Err(JpegError::Corrupt("entropy data: AC run past coefficient 63"));
+            return Err(JpegError::Corrupt(
+                "entropy data: AC run past coefficient 63",
+            ));
         }
         if need >> k & 1 != 0 {
             let v = br.extend(s);
@@ -738,7 +760,9 @@ fn skip_block(br: &mut BitReader, dc: &HuffTable, ac: &HuffTable) -> Result<(), 
     br.ensure();
     let s = br.symbol(dc)? as u32;
     if s > 11 {
-        return Err(JpegError::Corrupt("entropy data: DC magnitude above 11 bits"));
+        return Err(JpegError::Corrupt(
+            "entropy data: DC magnitude above 11 bits",
+        ));
     }
     br.consume(s);
     let mut k = 1u32;

@@ -2,6 +2,7 @@
 //! 4:4:4 with DHT and no restart markers, and cameras send 4:2:2 or 4:2:0,
 //! often with restart markers and without DHT. Slow (naive float DCT) and
 //! simple on purpose.
+#![allow(clippy::needless_range_loop)] // index maths reads clearer
 
 use super::huffman::{STD_AC, STD_DC};
 use super::ZIGZAG;
@@ -148,7 +149,11 @@ fn magnitude(v: i32) -> (u32, u32) {
         return (0, 0);
     }
     let s = 32 - v.unsigned_abs().leading_zeros();
-    let bits = if v < 0 { (v - 1) as u32 & ((1 << s) - 1) } else { v as u32 };
+    let bits = if v < 0 {
+        (v - 1) as u32 & ((1 << s) - 1)
+    } else {
+        v as u32
+    };
     (s, bits)
 }
 
@@ -269,7 +274,8 @@ pub fn encode(pixels: &[u8], w: usize, h: usize, channels: usize, o: EncOpts) ->
     segment(&mut out, 0xC0, &sof);
     if o.dht {
         for (class, std) in [(0u8, &STD_DC), (1, &STD_AC)] {
-            for (id, (counts, vals)) in std.iter().enumerate().take(if ncomp == 1 { 1 } else { 2 }) {
+            for (id, (counts, vals)) in std.iter().enumerate().take(if ncomp == 1 { 1 } else { 2 })
+            {
                 let mut p = vec![class << 4 | id as u8];
                 p.extend_from_slice(counts);
                 p.extend_from_slice(vals);

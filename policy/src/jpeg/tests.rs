@@ -3,12 +3,16 @@
 //! Reference = full decode by `image` (zune-jpeg) to RGB, BT.601 luma (the
 //! JPEG Y, and what OpenCV's BGR2GRAY gives the stock car), then the mean
 //! of each d x d area. Not `to_luma8`: that uses Rec.709 weights, a
-//! different gray. Tolerance: mean |error| < 2 levels, max <= 12. Both
-//! sides are lossy approximations of the same coefficients: the reference
-//! rounds Y, Cb, Cr and then R, G, B to integers and clamps, upsamples
-//! chroma, and uses an integer IDCT, while we average the exact float IDCT
-//! over the area and round once, so single pixels near strong edges differ
-//! by a few levels while the means agree to well under one level.
+//! different gray. Tolerance: mean |error| < 0.5 levels, max <= 2 (measured:
+//! mean <= 0.26, max 1 on every case here). The two sides round at
+//! different points: the reference rounds R, G, B from its integer IDCT
+//! and upsampled chroma, we average the float IDCT over the area and round
+//! once, so a pixel may differ by one level. Excluded from the comparison:
+//! areas where the reference clamped a channel (it lost the true Y there:
+//! up to 16 levels off at white kerbs) and partial areas at the right and
+//! bottom edge of sizes that are not whole blocks (the scaled IDCT also
+//! averages the encoder's padding there; camera sizes are whole blocks).
+#![allow(clippy::needless_range_loop)] // index maths reads clearer
 
 use super::testenc::{encode, EncOpts};
 use super::*;
@@ -81,33 +85,47 @@ pub(super) fn encode_with_image(pixels: &[u8], w: u32, h: u32, channels: usize, 
     out
 }
 
-/// Full decode by `image`, BT.601 luma, d x d area mean.
-pub(super) fn reference(jpeg: &[u8], d: usize) -> (Vec<u8>, usize, usize) {
+/// Full decode by `image`, BT.601 luma, d x d area mean. Also returns
+/// which output pixels are comparable: the area lies wholly inside the
+/// image (a partial edge block averages the encoder's padding too) and no
+/// reference pixel in it had a channel clamped to 0 or 255 (the reference
+/// lost the true Y there; we did not).
+pub(super) fn reference(jpeg: &[u8], d: usize) -> (Vec<u8>, Vec<bool>, usize, usize) {
     let img = image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg).unwrap();
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let gray: Vec<f32> = match img {
-        image::DynamicImage::ImageLuma8(g) => g.into_raw().into_iter().map(|v| v as f32).collect(),
+    let (gray, clamped): (Vec<f32>, Vec<bool>) = match img {
+        image::DynamicImage::ImageLuma8(g) => g
+            .into_raw()
+            .into_iter()
+            .map(|v| (v as f32, v == 0 || v == 255))
+            .unzip(),
         other => other
             .to_rgb8()
             .pixels()
-            .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
-            .collect(),
+            .map(|p| {
+                let y = 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
+                (y, p.0.iter().any(|&c| c == 0 || c == 255))
+            })
+            .unzip(),
     };
     let (ow, oh) = (w.div_ceil(d), h.div_ceil(d));
     let mut out = vec![0u8; ow * oh];
+    let mut valid = vec![false; ow * oh];
     for oy in 0..oh {
         for ox in 0..ow {
-            let (mut s, mut n) = (0f32, 0f32);
+            let (mut s, mut n, mut ok) = (0f32, 0f32, (ox + 1) * d <= w && (oy + 1) * d <= h);
             for y in oy * d..(oy * d + d).min(h) {
                 for x in ox * d..(ox * d + d).min(w) {
                     s += gray[y * w + x];
                     n += 1.0;
+                    ok &= !clamped[y * w + x];
                 }
             }
             out[oy * ow + ox] = (s / n).round() as u8;
+            valid[oy * ow + ox] = ok;
         }
     }
-    (out, ow, oh)
+    (out, valid, ow, oh)
 }
 
 fn decode(jpeg: &[u8], scale: Scale) -> (Vec<u8>, FrameInfo) {
@@ -119,27 +137,41 @@ fn decode(jpeg: &[u8], scale: Scale) -> (Vec<u8>, FrameInfo) {
     (out, info)
 }
 
-/// (mean |error|, max |error|)
-fn errors(a: &[u8], b: &[u8]) -> (f64, u8) {
+/// (mean |error|, max |error|, share of pixels compared) over `valid`.
+fn errors(a: &[u8], b: &[u8], valid: &[bool]) -> (f64, u8, f64) {
     assert_eq!(a.len(), b.len());
-    let sum: u64 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
-    let max = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
-    (sum as f64 / a.len() as f64, max)
+    let diffs: Vec<u8> = (0..a.len())
+        .filter(|&i| valid[i])
+        .map(|i| a[i].abs_diff(b[i]))
+        .collect();
+    let sum: u64 = diffs.iter().map(|&d| d as u64).sum();
+    let max = diffs.iter().copied().max().unwrap_or(0);
+    let n = diffs.len().max(1) as f64;
+    (sum as f64 / n, max, diffs.len() as f64 / a.len() as f64)
 }
 
-const MAE_LIMIT: f64 = 2.0;
-const MAX_LIMIT: u8 = 12;
+const MAE_LIMIT: f64 = 0.5;
+const MAX_LIMIT: u8 = 2;
 
 fn check_against_reference(jpeg: &[u8], what: &str) {
     for scale in Scale::ALL {
         let (got, info) = decode(jpeg, scale);
-        let (want, ow, oh) = reference(jpeg, scale.denominator() as usize);
-        assert_eq!((info.out_width as usize, info.out_height as usize), (ow, oh));
-        let (mae, max) = errors(&got, &want);
+        let (want, valid, ow, oh) = reference(jpeg, scale.denominator() as usize);
+        assert_eq!(
+            (info.out_width as usize, info.out_height as usize),
+            (ow, oh)
+        );
+        let (mae, max, share) = errors(&got, &want, &valid);
+        eprintln!("{what} {scale:?}: mean {mae:.3} max {max} compared {share:.2}");
         assert!(
             mae < MAE_LIMIT && max <= MAX_LIMIT,
             "{what} {scale:?}: mean error {mae:.3}, max {max}"
         );
+        // Exclusions must not hollow the comparison out (tiny images are
+        // mostly edge, so only for real sizes).
+        if ow >= 16 && oh >= 16 {
+            assert!(share > 0.7, "{what} {scale:?}: only {share:.2} compared");
+        }
     }
 }
 
@@ -252,8 +284,10 @@ fn missing_dht_uses_annex_k_tables() {
     let mut a = vec![0u8; 40 * 30];
     let mut b = vec![0u8; 40 * 30];
     for _ in 0..2 {
-        dec.decode_gray_scaled(&with, Scale::Quarter, &mut a).unwrap();
-        dec.decode_gray_scaled(&without, Scale::Quarter, &mut b).unwrap();
+        dec.decode_gray_scaled(&with, Scale::Quarter, &mut a)
+            .unwrap();
+        dec.decode_gray_scaled(&without, Scale::Quarter, &mut b)
+            .unwrap();
         assert_eq!(a, b);
     }
     check_against_reference(&with, "with DHT");
@@ -291,7 +325,17 @@ fn separate_scans_per_component() {
     let rgb = scene(w, h, 3, 8);
     let o = EncOpts::default();
     let inter = encode(&rgb, w, h, 3, o);
-    let sep = encode(&rgb, w, h, 3, EncOpts { separate_scans: true, restart: 5, ..o });
+    let sep = encode(
+        &rgb,
+        w,
+        h,
+        3,
+        EncOpts {
+            separate_scans: true,
+            restart: 5,
+            ..o
+        },
+    );
     for scale in Scale::ALL {
         assert_eq!(decode(&sep, scale).0, decode(&inter, scale).0, "{scale:?}");
     }
@@ -317,7 +361,16 @@ fn truncated_input_is_an_error() {
     let r = dec.decode_gray_scaled(&jpeg[..jpeg.len() - 2], Scale::Quarter, &mut out);
     assert!(r.is_ok(), "{r:?}");
     // Same frame, restart markers, cut mid-way: still an error, not a hang.
-    let jpeg = encode(&rgb, 320, 240, 3, EncOpts { restart: 2, ..Default::default() });
+    let jpeg = encode(
+        &rgb,
+        320,
+        240,
+        3,
+        EncOpts {
+            restart: 2,
+            ..Default::default()
+        },
+    );
     let r = dec.decode_gray_scaled(&jpeg[..jpeg.len() / 2], Scale::Quarter, &mut out);
     assert!(matches!(r, Err(JpegError::Truncated(_))), "{r:?}");
 }
@@ -397,7 +450,16 @@ fn output_buffer_too_small() {
 #[test]
 fn corrupted_data_never_panics() {
     let rgb = scene(160, 120, 3, 12);
-    let jpeg = encode(&rgb, 160, 120, 3, EncOpts { restart: 3, ..Default::default() });
+    let jpeg = encode(
+        &rgb,
+        160,
+        120,
+        3,
+        EncOpts {
+            restart: 3,
+            ..Default::default()
+        },
+    );
     let mut dec = JpegDecoder::new();
     let mut out = vec![0u8; 160 * 120];
     let mut s = 99u32;
@@ -414,8 +476,13 @@ fn corrupted_data_never_panics() {
     }
     // The decoder still works after all that.
     let (want, _) = decode(&jpeg, Scale::Quarter);
-    let info = dec.decode_gray_scaled(&jpeg, Scale::Quarter, &mut out).unwrap();
-    assert_eq!(&out[..(info.out_width * info.out_height) as usize], &want[..]);
+    let info = dec
+        .decode_gray_scaled(&jpeg, Scale::Quarter, &mut out)
+        .unwrap();
+    assert_eq!(
+        &out[..(info.out_width * info.out_height) as usize],
+        &want[..]
+    );
 }
 
 #[test]
@@ -430,7 +497,10 @@ fn scale_for_target_and_header() {
     let jpeg = encode_with_image(&scene(203, 157, 3, 13), 203, 157, 3, 80);
     assert_eq!(read_header(&jpeg), Ok((203, 157, 3)));
     assert_eq!(read_header(&with_sof(&jpeg, 0xC2)), Ok((203, 157, 3)));
-    assert_eq!(read_header(&jpeg[..30]), Err(JpegError::Truncated("a header segment")));
+    assert_eq!(
+        read_header(&jpeg[..30]),
+        Err(JpegError::Truncated("a header segment"))
+    );
     assert_eq!(read_header(b"GIF89a"), Err(JpegError::NotJpeg));
 }
 

@@ -10,7 +10,10 @@ use trainer::features::FeatureSpec;
 use trainer::{eval, export, report};
 
 #[derive(Parser)]
-#[command(name = "car-trainer", about = "Train DeepRacer-compatible models from the simulator, on a laptop CPU")]
+#[command(
+    name = "car-trainer",
+    about = "Train DeepRacer-compatible models from the simulator, on a laptop CPU"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -75,9 +78,12 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-    ).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
     match Cli::parse().cmd {
         Cmd::Train {
             track,
@@ -105,7 +111,10 @@ fn main() -> Result<()> {
                 bail!("--pool {pool}: must divide 160 and 120");
             }
             let names: Vec<String> = if track.is_empty() {
-                Track::builtin_names().iter().map(|s| s.to_string()).collect()
+                Track::builtin_names()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
             } else {
                 track
             };
@@ -133,7 +142,8 @@ fn main() -> Result<()> {
             let budget_s = cfg.time_budget.as_secs_f64();
             let (model, history) = dagger::train(&cfg, |s| progress_line(s, iterations, budget_s))?;
             let space = export::action_space(30.0, (speed[0], speed[1]));
-            export::write(&out, &model, space).with_context(|| format!("writing {}", out.display()))?;
+            export::write(&out, &model, space)
+                .with_context(|| format!("writing {}", out.display()))?;
             report::write(&out, &cfg, &names, &history)?;
             eprintln!("wrote {}", out.display());
         }
@@ -163,7 +173,12 @@ fn main() -> Result<()> {
             } else {
                 println!(
                     "{}: {}/{} laps, times {:?} s, {} off-track, mean progress {:.1} %",
-                    r.track, r.laps_completed, laps, r.lap_times_s, r.offtrack_events, r.progress_mean
+                    r.track,
+                    r.laps_completed,
+                    laps,
+                    r.lap_times_s,
+                    r.offtrack_events,
+                    r.progress_mean
                 );
             }
         }
@@ -177,8 +192,12 @@ fn progress_line(s: &IterStats, iterations: usize, budget_s: f64) {
     let done = (s.iteration + 1) as f64;
     let by_iter = s.elapsed_s / done * (iterations as f64 - done);
     let eta = by_iter.min((budget_s - s.elapsed_s).max(0.0));
-    let frac = (done / iterations as f64).max(s.elapsed_s / budget_s).min(1.0);
-    let bar: String = (0..20).map(|i| if (i as f64) < frac * 20.0 { '#' } else { '.' }).collect();
+    let frac = (done / iterations as f64)
+        .max(s.elapsed_s / budget_s)
+        .min(1.0);
+    let bar: String = (0..20)
+        .map(|i| if (i as f64) < frac * 20.0 { '#' } else { '.' })
+        .collect();
     eprintln!(
         "[{bar}] iter {}/{} samples {} expert {:.2} steer-error {:.3} off-track {:.4} {:.0}s ETA {:.0}s",
         s.iteration + 1,

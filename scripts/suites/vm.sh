@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Test-suite hook: the real-kernel VM test (scripts/vm-test.sh).
+# Exit 0 pass, 77 skipped (reason printed), anything else fail.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib.sh
+if ! ensure_apt qemu-system-x86 busybox-static linux-image-amd64 cpio xz-utils zstd; then
+  echo "vm suite skipped: cannot install qemu-system-x86, busybox-static and linux-image-amd64 with apt (not root, or no apt)"
+  exit 77
+fi
+exec bash scripts/vm-test.sh
