@@ -35,7 +35,9 @@ pub fn binary(name: &str) -> PathBuf {
             .to_path_buf();
         let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // `cargo test` does not put cargo on PATH for the test process; the
+        // compile-time CARGO is the one that built us.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").into());
         let mut cmd = std::process::Command::new(cargo);
         cmd.current_dir(workspace_root())
             .env("CARGO_TARGET_DIR", &target_dir)

@@ -3,7 +3,6 @@
 //! backend) on recorded frames, with per-stage p50/p99, allocations per
 //! frame after warm-up (counting global allocator) and peak RSS.
 
-use std::alloc::GlobalAlloc;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;

@@ -265,7 +265,7 @@ impl ControlLoop {
         let start_mono = monotonic_ns();
         let deadline = self.opts.duration.map(|d| d.as_nanos() as u64);
         let mut loop_start: Option<u64> = None;
-        let mut end = EndReason::Signal;
+        let end;
         let clock = self.opts.clock;
         let poll = self.opts.poll;
         let publish = self.opts.publish_frames;

@@ -418,7 +418,7 @@ mod tests {
         }
         // 100 offers while the writer was busy with the first: all but the
         // first were dropped (and counted), none waited for the disk.
-        assert!(queued >= 1 && queued <= 2, "queued {queued}");
+        assert!((1..=2).contains(&queued), "queued {queued}");
         let stats = rec.finish();
         assert_eq!(stats.recorded + stats.dropped, 100);
         assert_eq!(stats.recorded, queued);

@@ -70,6 +70,10 @@ impl RuntimeApi {
         }
     }
 
+    fn estop_latched(&self) -> bool {
+        self.shared.telemetry.latest().is_some_and(|s| s.estop)
+    }
+
     fn mode_now(&self) -> Mode {
         self.shared
             .telemetry
@@ -192,6 +196,15 @@ impl CarApi for RuntimeApi {
 
     fn command(&self, cmd: web_ui::Command) -> Result<(), ApiError> {
         match cmd {
+            // The arbiter refuses these too; refusing here as well tells the
+            // phone at once (HTTP 409) instead of a silent no-op.
+            web_ui::Command::SetMode { mode }
+                if mode != web_ui::Mode::Stopped && self.estop_latched() =>
+            {
+                Err(ApiError::Refused(
+                    "emergency stop is latched: reset it before starting".into(),
+                ))
+            }
             web_ui::Command::SetMode { mode } => match mode {
                 web_ui::Mode::Stopped => self.send(Command::Stop),
                 web_ui::Mode::Manual => {
