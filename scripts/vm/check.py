@@ -150,7 +150,10 @@ print(
     f"(commanded throttle {drive_t} at {a.max_speed:.0f}% max speed); "
     f"after SIGTERM throttle {after['throttle'] if after else '?'} (neutral {neutral_t}); "
     f"camera unplugged: throttle {unpl['throttle'] if unpl else '?'}, replugged: {back['throttle'] if back else '?'}; "
-    f"capture->PWM p50/p99 {c2p.get('p50', 0) or 0:.1f}/{c2p.get('p99', 0) or 0:.1f} ms; "
+    # vivid stamps a frame with its ideal time, which can lie after the
+    # dequeue, so this is no latency figure for a real camera.
+    f"capture->PWM p50/p99 {c2p.get('p50', 0) or 0:.1f}/{c2p.get('p99', 0) or 0:.1f} ms (vivid's synthetic stamps); "
+    f"loop p50/p99 {(s1.get('latency_ms') or {}).get('p50', 0) or 0:.1f}/{(s1.get('latency_ms') or {}).get('p99', 0) or 0:.1f} ms under TCG; "
     f"VM {vm_s:.1f}s (build {a.build_seconds}s) "
     + ("PASS" if not fails else "FAIL: " + "; ".join(fails))
 )

@@ -25,7 +25,8 @@ while [ ! -e /dev/video0 ] || [ ! -e /dev/i2c-0 ]; do
 done
 say boot_s "$(cut -d' ' -f1 /proc/uptime)"
 
-reg() { i2cget -y 0 0x40 "$1" b; }
+# busybox i2cget parses the register as hex even without 0x: always pass 0xNN.
+reg() { i2cget -y 0 0x40 "$(printf '0x%02x' "$1")" b; }
 # One channel's OFF count (ON must read 0); read twice so a write landing
 # between the low and high byte cannot tear the value.
 off_count() {
