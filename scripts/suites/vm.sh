@@ -8,4 +8,8 @@ if ! ensure_apt qemu-system-x86 busybox-static linux-image-amd64 cpio xz-utils z
   echo "vm suite skipped: cannot install qemu-system-x86, busybox-static and linux-image-amd64 with apt (not root, or no apt)"
   exit 77
 fi
+# The debug build (dev profile is optimised) is the one cargo-test and the
+# browser suite already made: a release build here would cost a cold CI run
+# another full compile for the same check. It holds 15 fps under TCG.
+export VM_PROFILE=${VM_PROFILE:-debug}
 exec bash scripts/vm-test.sh
