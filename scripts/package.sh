@@ -72,7 +72,7 @@ pkg_ensure_arm64_toolchain() {
     dpkg --add-architecture arm64 || return 1
     rm -f /var/tmp/.car-apt-updated
   fi
-  pkg_apt rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu \
+  pkg_apt rustc-web cargo-web libstd-rust-web-dev:arm64 libc6:arm64 gcc-aarch64-linux-gnu \
     libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user-static libclang-dev || return 1
   [ -x /usr/bin/rustc ] && /usr/bin/rustc --print target-libdir --target aarch64-unknown-linux-gnu >/dev/null 2>&1
 }

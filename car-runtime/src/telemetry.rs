@@ -550,9 +550,12 @@ mod tests {
     fn concurrent_reader_never_sees_torn_sample() {
         let ring = std::sync::Arc::new(TelemetryRing::new(16));
         let r2 = ring.clone();
+        // The writer keeps pushing until the reader has checked enough
+        // samples, so the test does not depend on how threads are scheduled
+        // (under qemu the reader can otherwise finish before any push).
         let reader = std::thread::spawn(move || {
-            let mut checked = 0;
-            for _ in 0..20_000 {
+            let mut checked = 0u64;
+            while checked < 20_000 {
                 if let Some(s) = r2.latest() {
                     // Writer keeps every field equal to seq.
                     assert_eq!(s.frames, s.seq);
@@ -562,15 +565,18 @@ mod tests {
             }
             checked
         });
-        for i in 0..200_000u64 {
+        let mut i = 0u64;
+        while !reader.is_finished() {
             ring.push(&Sample {
                 seq: i,
                 frames: i,
                 dropped: i,
                 ..Default::default()
             });
+            i += 1;
         }
-        assert!(reader.join().unwrap() > 0);
+        assert_eq!(reader.join().unwrap(), 20_000);
+        assert!(i > 0);
     }
 
     #[test]
@@ -613,9 +619,13 @@ mod tests {
     fn frame_slot_concurrent_copies_are_whole_frames() {
         let slot = std::sync::Arc::new(FrameSlot::new(4096));
         let s2 = slot.clone();
+        // Publish until the reader has copied enough frames: independent of
+        // thread scheduling (under qemu the reader may start very late).
         let reader = std::thread::spawn(move || {
-            let mut n = 0;
-            for i in 0..5_000 {
+            let mut n = 0u64;
+            let mut i = 0;
+            while n < 5_000 {
+                i += 1;
                 if let Some(c) = s2.read(i) {
                     let v = c.data[0];
                     assert!(c.data.iter().all(|&b| b == v), "torn frame");
@@ -626,7 +636,9 @@ mod tests {
             n
         });
         let mut buf = vec![0u8; 4096];
-        for seq in 0..20_000u64 {
+        let mut seq = 0u64;
+        while !reader.is_finished() {
+            seq += 1;
             buf.fill((seq % 256) as u8);
             slot.publish(&Frame {
                 data: &buf,
@@ -637,7 +649,7 @@ mod tests {
                 seq,
             });
         }
-        assert!(reader.join().unwrap() > 0);
+        assert_eq!(reader.join().unwrap(), 5_000);
     }
 
     #[test]

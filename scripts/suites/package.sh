@@ -84,7 +84,7 @@ EOF
 
 check_deb amd64 X86-64 systemd/config.toml
 check_deb arm64 AArch64 systemd/config-arm64.toml
-if out=$(qemu-aarch64-static -L /usr/aarch64-linux-gnu "$work/arm64.data/usr/bin/car-runtime" --help 2>&1); then
+if out=$(qemu-aarch64-static -L / "$work/arm64.data/usr/bin/car-runtime" --help 2>&1); then
   ok "arm64 binary runs under qemu: $(echo "$out" | head -n1)"
 else
   bad "arm64 binary under qemu: $out"
