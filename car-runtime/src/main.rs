@@ -153,9 +153,19 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
 
 fn neutral(config: Option<&Path>) -> Result<()> {
     let cfg = load_config(config)?;
+    // A broken calibration file must not leave the car driving on its last
+    // pulse (this runs when the service stops or the package is removed):
+    // write the stock neutral instead, then still fail so it gets noticed.
+    let (cal, cal_err) = match cfg.actuator.load_calibration() {
+        Ok(c) => (c, None),
+        Err(e) => (servo_driver::Calibration::stock(), Some(e)),
+    };
+    if let Some(e) = &cal_err {
+        eprintln!("warning: {e}; writing the stock DeepRacer neutral instead");
+    }
     // Opening the driver puts neutral on the wire; write it once more
     // explicitly so the exit code reflects the write itself.
-    let mut d = servo_driver::open(&cfg.actuator, None)
+    let mut d = servo_driver::config::open_with_calibration(&cfg.actuator, cal, None)
         .with_context(|| format!("opening the {} actuator", cfg.actuator.backend.as_str()))?;
     let p = d.neutral().context("writing neutral")?;
     println!(
@@ -164,7 +174,13 @@ fn neutral(config: Option<&Path>) -> Result<()> {
         p.throttle_ns,
         d.backend()
     );
-    Ok(())
+    match cal_err {
+        Some(e) => {
+            Err(anyhow::anyhow!(e)
+                .context("the calibration is unusable (stock neutral was written)"))
+        }
+        None => Ok(()),
+    }
 }
 
 fn cal_import(file: &Path, config: Option<&Path>) -> Result<()> {

@@ -215,7 +215,14 @@ fi
 # Upgrade to a newer version of the same package: config edit, calibration,
 # uploaded models and the web password must survive.
 in_root install -d -o car-runtime -g car-runtime /var/lib/car-runtime/models/mine /var/lib/car-runtime/web
-echo '{"marker": "racer calibration"}' >"$R/var/lib/car-runtime/calibration.json"
+# A racer's own calibration (project format), with mids off the stock ones
+# so the removal check below can tell it was used.
+cat >"$R/var/lib/car-runtime/calibration.json" <<'JSON'
+{"version": 1, "period_ns": 20000000,
+ "steering": {"min": 1100000, "mid": 1520000, "max": 1900000, "polarity": 1},
+ "throttle": {"min": 1200000, "mid": 1480000, "max": 1700000, "polarity": -1}}
+JSON
+cp "$R/var/lib/car-runtime/calibration.json" "$work/racer-calibration.json"
 echo "onnx bytes" >"$R/var/lib/car-runtime/models/mine/model.onnx"
 echo "secret-hash" >"$R/var/lib/car-runtime/web/password.argon2"
 up=$work/upgrade
@@ -224,19 +231,33 @@ sed -i "s/^Version: .*/Version: ${version}+up1/" "$up/DEBIAN/control"
 dpkg-deb -b "$up" "$R/tmp/car-runtime-up.deb" >/dev/null
 if in_root dpkg -i /tmp/car-runtime-up.deb >"$work/upgrade.log" 2>&1; then ok "upgrade to ${version}+up1"; else bad "upgrade failed: $(cat "$work/upgrade.log")"; fi
 grep -q "# edited by the racer" "$R/etc/car-runtime/config.toml" && ok "upgrade kept the edited config" || bad "upgrade lost the config edit"
-grep -q "racer calibration" "$R/var/lib/car-runtime/calibration.json" && ok "upgrade kept the calibration" || bad "upgrade lost the calibration"
+cmp -s "$work/racer-calibration.json" "$R/var/lib/car-runtime/calibration.json" && ok "upgrade kept the calibration" || bad "upgrade lost the calibration"
 [ -f "$R/var/lib/car-runtime/models/mine/model.onnx" ] && ok "upgrade kept uploaded models" || bad "upgrade lost uploaded models"
 grep -q secret-hash "$R/var/lib/car-runtime/web/password.argon2" && ok "upgrade kept the web password" || bad "upgrade lost the web password"
 grep -q "password unchanged" "$work/upgrade.log" && ok "postinst on upgrade: password unchanged" || bad "postinst on upgrade did not see the existing password"
 
+# A corrupt calibration must not leave the car on its last pulse: `neutral`
+# writes the stock neutral and still fails so the racer hears of it.
+echo 1600000 >"$R$chip/pwm0/duty_cycle"; echo 1700000 >"$R$chip/pwm1/duty_cycle"
+echo '{"marker": "half-written' >"$R/var/lib/car-runtime/calibration.json"
+if as_service /usr/bin/car-runtime neutral --config /etc/car-runtime/config.toml >"$work/neutral-bad.log" 2>&1; then
+  bad "neutral with a corrupt calibration exited 0"
+else
+  t=$(cat "$R$chip/pwm0/duty_cycle"); s=$(cat "$R$chip/pwm1/duty_cycle")
+  [ "$t" = 1446000 ] && [ "$s" = 1450000 ] && grep -q "calibration.json" "$work/neutral-bad.log" \
+    && ok "corrupt calibration: stock neutral written, error names the file, exit non-zero" \
+    || bad "corrupt calibration: throttle $t steering $s; $(cat "$work/neutral-bad.log")"
+fi
+cp "$work/racer-calibration.json" "$R/var/lib/car-runtime/calibration.json"
+
 # Removal with the car "driving" (a non-neutral pulse on the wire): prerm
-# must leave neutral on the PWM even without systemd.
+# must leave the racer's neutral on the PWM even without systemd.
 echo 1600000 >"$R$chip/pwm0/duty_cycle"; echo 1700000 >"$R$chip/pwm1/duty_cycle"
 if in_root dpkg -r car-runtime >"$work/remove.log" 2>&1; then ok "dpkg -r"; else bad "dpkg -r failed: $(cat "$work/remove.log")"; fi
 cat "$work/remove.log"
 t=$(cat "$R$chip/pwm0/duty_cycle"); s=$(cat "$R$chip/pwm1/duty_cycle")
-[ "$t" = 1446000 ] && [ "$s" = 1450000 ] && ok "removal left the PWM in neutral (throttle $t, steering $s)" \
-  || bad "after removal throttle $t steering $s, want 1446000 / 1450000"
+[ "$t" = 1480000 ] && [ "$s" = 1520000 ] && ok "removal left the PWM at the racer's neutral (throttle $t, steering $s)" \
+  || bad "after removal throttle $t steering $s, want the calibration's mids 1480000 / 1520000"
 [ ! -e "$R/usr/bin/car-runtime" ] && ok "binary removed" || bad "binary still there after remove"
 [ -f "$R/etc/car-runtime/config.toml" ] && [ -f "$R/var/lib/car-runtime/calibration.json" ] \
   && ok "remove kept config and calibration" || bad "remove deleted config or calibration"

@@ -61,23 +61,19 @@ pub struct ValidationError {
 /// Reading, validating or saving a calibration file failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrationError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{}: not valid JSON: {source}", path.display())]
+    // Each message carries its cause itself (the web UI shows only the top
+    // message), so no `#[source]`: a chain printer would repeat it.
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
+    #[error("{}: not valid JSON: {error}", path.display())]
     Json {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// Display: `calibration.json: throttle.mid: 2600000 is outside the safe range 500000..=2500000`.
     #[error("{}: {error}", path.display())]
     Invalid {
         path: PathBuf,
-        #[source]
         error: ValidationError,
     },
 }
@@ -350,10 +346,10 @@ impl Calibration {
             path: path.to_path_buf(),
             error,
         })?;
-        atomic_write(path, self.to_project_json().as_bytes()).map_err(|source| {
+        atomic_write(path, self.to_project_json().as_bytes()).map_err(|error| {
             CalibrationError::Io {
                 path: path.to_path_buf(),
-                source,
+                error,
             }
         })
     }
@@ -371,10 +367,10 @@ impl Calibration {
             path: path.to_path_buf(),
             error,
         })?;
-        atomic_write(path, self.to_deepracer_json().as_bytes()).map_err(|source| {
+        atomic_write(path, self.to_deepracer_json().as_bytes()).map_err(|error| {
             CalibrationError::Io {
                 path: path.to_path_buf(),
-                source,
+                error,
             }
         })
     }
@@ -391,16 +387,16 @@ pub fn export_deepracer(cal: &Calibration, path: &Path) -> Result<(), Calibratio
 }
 
 fn read(path: &Path) -> Result<String, CalibrationError> {
-    fs::read_to_string(path).map_err(|source| CalibrationError::Io {
+    fs::read_to_string(path).map_err(|error| CalibrationError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
 fn parse_object(text: &str, path: &Path) -> Result<Map<String, Value>, CalibrationError> {
-    let v: Value = serde_json::from_str(text).map_err(|source| CalibrationError::Json {
+    let v: Value = serde_json::from_str(text).map_err(|error| CalibrationError::Json {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     match v {
         Value::Object(m) => Ok(m),

@@ -170,7 +170,8 @@ impl Default for RppalConfig {
 /// Why [`open`] could not give a driver. Display says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("calibration: {0}")]
+    /// The message already names the calibration file.
+    #[error(transparent)]
     Calibration(#[from] CalibrationError),
     #[error("actuator.sysfs: {0}")]
     Sysfs(#[from] crate::sysfs::SysfsError),
