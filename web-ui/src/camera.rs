@@ -37,6 +37,7 @@ pub fn spawn_encoder(
     let h = std::thread::Builder::new()
         .name("web-ui-jpeg".into())
         .spawn(move || {
+            crate::yield_to_control_loop();
             let mut copy = FrameCopy::default();
             let mut last_seq = 0u64;
             let mut out = Vec::new();

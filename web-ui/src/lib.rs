@@ -116,12 +116,14 @@ pub fn start(config: WebConfig, api: Arc<dyn CarApi>) -> Result<WebHandle, WebEr
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("web-ui")
+        .on_thread_start(yield_to_control_loop)
         .enable_all()
         .build()
         .map_err(|e| WebError::Server(e.to_string()))?;
     let thread = std::thread::Builder::new()
         .name("web-ui-main".into())
         .spawn(move || {
+            yield_to_control_loop();
             runtime.block_on(async move {
                 if let Err(e) = serve_listener(listener, rustls_config, state, async {
                     let _ = rx.await;
@@ -198,4 +200,40 @@ async fn serve_listener(
         }
     };
     res.map_err(|e| WebError::Server(e.to_string()))
+}
+
+/// Every web UI thread runs at nice 10, so on a car's two or four cores a
+/// burst of page loads or camera viewers loses the CPU to the control loop,
+/// never the other way round. Raising one's own nice value needs no
+/// privilege (the service has no capabilities). Linux: per-thread nice.
+pub(crate) fn yield_to_control_loop() {
+    // SAFETY: gettid and setpriority on the calling thread only.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
+#[cfg(test)]
+mod priority_tests {
+    #[test]
+    fn web_threads_run_below_the_control_loop() {
+        let (mine, other) = std::thread::spawn(|| {
+            super::yield_to_control_loop();
+            // SAFETY: reads the calling thread's nice value.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                (
+                    libc::getpriority(libc::PRIO_PROCESS, tid),
+                    libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t),
+                )
+            }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(mine, 10, "the web thread is at nice 10");
+        // The process (main thread: where the control thread comes from)
+        // keeps its own priority.
+        assert!(other < 10, "main thread nice {other}");
+    }
 }
