@@ -37,7 +37,7 @@ fi
 
 suite_fmt() { cargo fmt --all -- --check; }
 suite_clippy() { cargo clippy --workspace --all-targets --locked -- -D warnings; }
-suite_cargo_test() { cargo test --workspace --locked; }
+suite_cargo_test() { cargo test --workspace --locked --no-fail-fast; }
 
 run_suite fmt suite_fmt
 run_suite clippy suite_clippy

@@ -152,12 +152,10 @@ fn missing_calibration_file_means_stock_defaults_broken_one_is_an_error() {
     drop(d);
     std::fs::write(&path, "{\"steering\": 1}").unwrap();
     let msg = servo_driver::open(&a, None).unwrap_err().to_string();
+    // Once: file, field, reason (no repeated prefix from an error chain).
     assert_eq!(
         msg,
-        format!(
-            "calibration: {}: steering: must be an object",
-            path.display()
-        )
+        format!("{}: steering: must be an object", path.display())
     );
 }
 
