@@ -37,18 +37,36 @@ done
 [ -r "/boot/vmlinuz-$KVER" ] || skip "/boot/vmlinuz-$KVER is not readable"
 MODDIR=/lib/modules/$KVER
 
-# Build the real binaries.
+# Build the real binaries: static (glibc static-pie, crt-static) by default,
+# so they run in the bare initramfs as they would on any board, whatever its
+# libraries. Their own target dir: RUSTFLAGS differ from the normal build.
+# VM_LINK=dynamic uses the normal build and copies its shared libraries in.
+LINK=${VM_LINK:-static}
 flag=(); [ "$PROFILE" = release ] && flag=(--release)
+if [ "$LINK" = static ]; then
+  export CARGO_TARGET_DIR=${VM_STATIC_TARGET_DIR:-$CARGO_TARGET_DIR-static}
+  export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static"
+  flag+=(--target x86_64-unknown-linux-gnu)
+  outbase=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu
+else
+  outbase=$CARGO_TARGET_DIR
+fi
 t_build=$SECONDS
-# VM_NO_BUILD=1: use what $CARGO_TARGET_DIR already holds.
+# VM_NO_BUILD=1: use what the target dir already holds.
 if [ "${VM_NO_BUILD:-0}" != 1 ]; then
   cargo build "${flag[@]}" --locked -p car-runtime --bin car-runtime --example v4l2_probe >&2 ||
     die "cargo build of car-runtime failed"
 fi
 t_build=$((SECONDS - t_build))
 [ "$PROFILE" = release ] && outdir=release || outdir=debug
-BIN=$CARGO_TARGET_DIR/$outdir/car-runtime
-PROBE=$CARGO_TARGET_DIR/$outdir/examples/v4l2_probe
+BIN=$outbase/$outdir/car-runtime
+PROBE=$outbase/$outdir/examples/v4l2_probe
+if [ "$LINK" = static ]; then
+  for b in "$BIN" "$PROBE"; do
+    [ -x "$b" ] || continue
+    ! readelf -d "$b" 2>/dev/null | grep -q '(NEEDED)' || die "$b needs shared libraries; a static build was asked for"
+  done
+fi
 [ -x "$PROBE" ] || die "$PROBE was not built"
 [ "$MODE" = probe ] || [ -x "$BIN" ] || die "$BIN was not built"
 
@@ -154,4 +172,4 @@ tr -d '\r' < "$LOG" > "$LOG.clean"
 grep -q '^VMTEST done' "$LOG.clean" || { tail -n 40 "$LOG.clean"; die "the VM did not finish (log above)"; }
 
 python3 scripts/vm/check.py "$LOG.clean" --mode "$MODE" --secs "$SECS" --max-speed "$MAX_SPEED" \
-  --vm-ms "$t_vm" --build-seconds "$t_build" --kernel "$KVER" --calibration "$CAL_JSON"
+  --vm-ms "$t_vm" --build-seconds "$t_build" --kernel "$KVER" --calibration "$CAL_JSON" --link "$LINK"

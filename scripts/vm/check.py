@@ -14,6 +14,7 @@ ap.add_argument("--vm-ms", type=int, required=True)
 ap.add_argument("--build-seconds", type=int, default=0)
 ap.add_argument("--kernel", default="?")
 ap.add_argument("--calibration", default="")
+ap.add_argument("--link", default="?")
 a = ap.parse_args()
 
 FPS = 15
@@ -154,7 +155,7 @@ print(
     # dequeue, so this is no latency figure for a real camera.
     f"capture->PWM p50/p99 {c2p.get('p50', 0) or 0:.1f}/{c2p.get('p99', 0) or 0:.1f} ms (vivid's synthetic stamps); "
     f"loop p50/p99 {(s1.get('latency_ms') or {}).get('p50', 0) or 0:.1f}/{(s1.get('latency_ms') or {}).get('p99', 0) or 0:.1f} ms under TCG; "
-    f"VM {vm_s:.1f}s (build {a.build_seconds}s) "
+    f"VM {vm_s:.1f}s ({a.link} binary, build {a.build_seconds}s) "
     + ("PASS" if not fails else "FAIL: " + "; ".join(fails))
 )
 if fails:
