@@ -149,15 +149,21 @@ impl ControlLoop {
         let last = match self.wheels.neutral() {
             Ok(p) => Some(p),
             Err(e) => {
-                error!(error = %e, "could not write neutral at exit");
+                // The loop's own handle failed: try every backend's
+                // independent writer (it reopens the device) before giving up.
+                let r = servo_driver::failsafe::emergency_neutral_all();
+                error!(error = %e, written = r.written, failed = r.failed, "could not write neutral at exit through the loop's handle; used the emergency writers");
                 None
             }
         };
-        if let Some(s) = &self.signal {
-            // The guard thread stands down: the loop wrote neutral itself.
-            s.neutral_done();
+        if last.is_some() {
+            if let Some(s) = &self.signal {
+                // The guard thread stands down only once neutral is on the
+                // wire; otherwise it keeps its own emergency write.
+                s.neutral_done();
+            }
+            info!(reason = ?summary.end, frames = summary.frames, "control loop ended: neutral written");
         }
-        info!(reason = ?summary.end, frames = summary.frames, "control loop ended: neutral written");
         if let Some(n) = &self.notifier {
             n.stopping();
         }
