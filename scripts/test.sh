@@ -36,8 +36,9 @@ else
 fi
 
 suite_fmt() { cargo fmt --all -- --check; }
-suite_clippy() { cargo clippy --workspace --all-targets --locked -- -D warnings; }
-suite_cargo_test() { cargo test --workspace --locked --no-fail-fast; }
+# The trainer (burn: a 20-minute cold build) has its own suite below.
+suite_clippy() { cargo clippy --workspace --exclude trainer --all-targets --locked -- -D warnings; }
+suite_cargo_test() { cargo test --workspace --exclude trainer --locked --no-fail-fast; }
 
 run_suite fmt suite_fmt
 run_suite clippy suite_clippy
@@ -51,7 +52,7 @@ run_suite cargo-test suite_cargo_test
 # CAR_TEST_BUDGET_MIN overrides the budget (0 = unlimited; default 55 under CI).
 budget_min=${CAR_TEST_BUDGET_MIN:-$([ -n "${CI:-}" ] && echo 55 || echo 0)}
 # NAME:MINUTES_IT_NEEDS_AT_LEAST (a warm run is far quicker than that).
-ordered=(browser:4 systemd:3 vm:12 aarch64:15 package:15)
+ordered=(browser:4 systemd:3 vm:12 trainer:22 aarch64:15 package:15)
 run_timed_suite() {
   local name=$1 need=$2 file=scripts/suites/$1.sh
   if [ "$budget_min" -eq 0 ]; then bash "$file"; return; fi

@@ -476,6 +476,47 @@ pub fn linear_policy(spec: &NetSpec, w: &LinearWeights) -> Result<Vec<u8>, Expor
     Ok(g.to_bytes())
 }
 
+/// Rename a single-input, single-output model's graph input and output, and
+/// every node edge that refers to them. Exporters such as burn-onnx pick
+/// their own names; DeepRacer tools look for the stock ones.
+pub fn rename_io(onnx: &[u8], input: &str, output: &str) -> Result<Vec<u8>, ExportError> {
+    let mut model = pb::ModelProto::decode(onnx)
+        .map_err(|e| ExportError::Invalid(format!("not an ONNX model: {e}")))?;
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| ExportError::Invalid("ONNX model has no graph".into()))?;
+    let inits: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<usize> = (0..graph.input.len())
+        .filter(|&i| !inits.contains(graph.input[i].name.as_str()))
+        .collect();
+    if inputs.len() != 1 || graph.output.len() != 1 {
+        return Err(ExportError::Invalid(format!(
+            "expected one input and one output, found {} and {}",
+            inputs.len(),
+            graph.output.len()
+        )));
+    }
+    let old_in = std::mem::replace(&mut graph.input[inputs[0]].name, input.to_string());
+    let old_out = std::mem::replace(&mut graph.output[0].name, output.to_string());
+    for node in &mut graph.node {
+        for name in node.input.iter_mut().chain(node.output.iter_mut()) {
+            if *name == old_in {
+                *name = input.to_string();
+            } else if *name == old_out {
+                *name = output.to_string();
+            }
+        }
+    }
+    for v in &mut graph.value_info {
+        if v.name == old_out {
+            v.name = output.to_string();
+        }
+    }
+    Ok(model.encode_to_vec())
+}
+
 /// Write `model.onnx` and `model_metadata.json` into `dir` (created if
 /// needed), each atomically.
 pub fn write_model_dir(

@@ -292,3 +292,25 @@ fn backend_is_chosen_once_per_process() {
         "{e}"
     );
 }
+
+#[test]
+fn renamed_inputs_and_outputs_compute_the_same() {
+    use policy::export;
+    let b = backend();
+    let t = tempfile::tempdir().unwrap();
+    let a = shallow_dir(&t.path().join("a"), Layout::Nchw, continuous(), 3);
+    let bytes = std::fs::read(a.join("model.onnx")).unwrap();
+    let renamed = export::rename_io(&bytes, "camera", "policy_out").unwrap();
+    let text = String::from_utf8_lossy(&renamed);
+    assert!(text.contains("camera") && text.contains("policy_out"));
+    let c = t.path().join("c");
+    let meta = policy::ModelMetadata::new(continuous());
+    export::write_model_dir(&c, &renamed, &meta).unwrap();
+    let img = image_160x120();
+    let oa = run(&mut Model::load(&a, &b).unwrap(), &img);
+    let oc = run(&mut Model::load(&c, &b).unwrap(), &img);
+    assert_eq!(oa, oc);
+    // Not ONNX at all: a clear error, not a panic.
+    let err = export::rename_io(b"not a model", "x", "y").unwrap_err();
+    assert!(err.to_string().contains("not an ONNX model"), "{err}");
+}

@@ -1,367 +1,609 @@
-//! Imitation of the simulator's expert with DAgger.
+//! Imitation of the simulator's expert with DAgger, training a CNN with burn.
 //!
-//! Iteration 0 drives the expert with steering noise (so the data already
-//! holds some recoveries); every later iteration lets the learner drive,
-//! mixed with the expert with a probability that halves each time, and the
-//! expert labels every state the car visits. The readout is refitted on all
-//! data after each iteration. Domain randomisation is on by default, so the
-//! policy keys on the road's shape rather than one room's colours.
+//! Iteration 0 drives the expert with slowly varying steering noise, so the
+//! first data already shows recoveries. Every later iteration lets the
+//! network drive (mixed with the expert with a probability that halves each
+//! time) and the expert labels every state the car visits; the network then
+//! trains on everything collected so far. After each iteration the network
+//! drives one clean lap of every training track; the best such network is
+//! the one exported. Domain randomisation is on by default, so the network
+//! keys on the road's shape rather than one room's colours.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sim::{
-    CarAction, Channels, Expert, LapRunner, Randomization, Sim, SimConfig, StartPolicy, Track,
-};
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use policy::{ActionMapper, ActionSpace};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use sim::{Channels, Expert, LapRunner, Randomization, Sim, SimConfig, StartPolicy, Track};
 
-use crate::features::FeatureSpec;
-use crate::ridge::{Ridge, RidgeError};
-
-/// The learner: pooled image -> optional fixed random ReLU layer -> linear
-/// readout with two outputs in [-1, 1] (steering, speed), as a DeepRacer
-/// continuous-action model.
-#[derive(Debug, Clone)]
-pub struct Readout {
-    pub spec: FeatureSpec,
-    /// Hidden layer `(weights [hidden x features], bias [hidden])`, applied to
-    /// raw 0-255 pooled values, or `None` for a purely linear readout.
-    pub hidden: Option<(Vec<f32>, Vec<f32>)>,
-    /// Output layer `[2 x inputs]` and bias `[2]`.
-    pub out_w: Vec<f32>,
-    pub out_b: [f32; 2],
-}
-
-impl Readout {
-    /// Number of inputs of the output layer.
-    pub fn readout_inputs(&self) -> usize {
-        self.hidden
-            .as_ref()
-            .map_or(self.spec.len(), |(_, b)| b.len())
-    }
-
-    /// Hidden activations (or the features themselves) into `out`.
-    pub fn hidden_into(spec_hidden: Option<&(Vec<f32>, Vec<f32>)>, feats: &[f32], out: &mut [f32]) {
-        match spec_hidden {
-            None => out.copy_from_slice(feats),
-            Some((w, b)) => {
-                let n = feats.len();
-                for (h, (o, bias)) in out.iter_mut().zip(b).enumerate() {
-                    let row = &w[h * n..(h + 1) * n];
-                    let s: f32 = row.iter().zip(feats).map(|(a, x)| a * x).sum::<f32>() + bias;
-                    *o = s.max(0.0);
-                }
-            }
-        }
-    }
-
-    /// Raw outputs (steering, speed), not clipped: the car clips.
-    pub fn predict(&self, feats: &[f32], scratch: &mut Vec<f32>) -> [f32; 2] {
-        scratch.resize(self.readout_inputs(), 0.0);
-        Self::hidden_into(self.hidden.as_ref(), feats, scratch);
-        let n = scratch.len();
-        let mut y = self.out_b;
-        for (k, yk) in y.iter_mut().enumerate() {
-            *yk += self.out_w[k * n..(k + 1) * n]
-                .iter()
-                .zip(scratch.iter())
-                .map(|(a, x)| a * x)
-                .sum::<f32>();
-        }
-        y
-    }
-}
+use crate::actions::{Label, Targets};
+use crate::dataset::{Batch, Dataset};
+use crate::eval::commands_to_action;
+use crate::net::{self, Net, NetKind, INPUT_H, INPUT_LEN, INPUT_W};
 
 /// Settings for one training run.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
     pub tracks: Vec<Track>,
+    pub net: NetKind,
+    pub space: ActionSpace,
     pub seed: u64,
-    /// Wall-clock budget; training stops after the iteration that crosses it.
+    /// Wall-clock budget for the whole run, including earlier runs of a
+    /// resumed one. No iteration starts that would not fit.
     pub time_budget: Duration,
     pub max_iterations: usize,
-    /// Control steps collected per iteration, spread over all tracks.
-    pub steps_per_iteration: usize,
-    /// Steps per episode before a fresh random start.
+    /// Expert samples collected in iteration 0.
+    pub first_samples: usize,
+    /// Samples collected in each later iteration.
+    pub samples_per_iteration: usize,
+    /// Optimiser steps after iteration 0's collection, then after each later one.
+    pub first_train_steps: usize,
+    pub train_steps: usize,
+    pub batch: usize,
+    pub learning_rate: f64,
+    /// Simulated cars driven side by side (one network call for all).
+    pub parallel: usize,
+    /// Steps before a car starts a fresh episode elsewhere on the track.
     pub episode_steps: usize,
-    pub spec: FeatureSpec,
-    /// Width of the fixed random ReLU layer (0 = linear readout).
-    pub hidden: usize,
-    /// Ridge penalty per sample.
-    pub lambda: f64,
-    /// Range of driving speeds during collection (m/s): the image does not
-    /// show speed, so the policy must steer well across the whole range.
-    pub drive_speed: (f64, f64),
-    /// Steering angle (deg) at or above which the label asks for the lowest speed.
-    pub slow_at_deg: f64,
+    /// Max-speed settings (0-1) drawn per episode while collecting: the
+    /// image does not show speed, so the network must steer at all of them.
+    pub speed_scale: (f64, f64),
+    /// Max-speed setting of the laps that pick the best network.
+    pub eval_speed_scale: f64,
     pub randomization: Randomization,
+    /// Flip images left-right (and steering) at random when the action
+    /// space is symmetric.
+    pub mirror: bool,
+    /// Where checkpoints go (resume reads them); `None` keeps none.
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
-impl Default for TrainConfig {
-    fn default() -> Self {
+impl TrainConfig {
+    /// Defaults tuned on a 2-core laptop-class CPU: the small network laps
+    /// re:Invent 2018 after about five minutes.
+    pub fn new(tracks: Vec<Track>, net: NetKind, space: ActionSpace) -> TrainConfig {
+        let cost = match net {
+            NetKind::Small => 1,
+            NetKind::Shallow => 4,
+        };
         TrainConfig {
-            tracks: Vec::new(),
+            tracks,
+            net,
+            space,
             seed: 1,
-            time_budget: Duration::from_secs(300),
-            max_iterations: 8,
-            steps_per_iteration: 12_000,
-            episode_steps: 450,
-            spec: FeatureSpec::DEFAULT,
-            hidden: 0,
-            lambda: 1e-4,
-            drive_speed: (1.0, 2.5),
-            slow_at_deg: 20.0,
+            time_budget: Duration::from_secs(8 * 60),
+            max_iterations: 1000,
+            first_samples: 6000,
+            samples_per_iteration: 3000,
+            first_train_steps: 1200 / cost,
+            train_steps: 300 / cost,
+            batch: 64,
+            learning_rate: 1e-3,
+            parallel: 16,
+            episode_steps: 300,
+            speed_scale: (0.4, 0.8),
+            eval_speed_scale: 0.6,
             randomization: Randomization::standard(),
+            mirror: true,
+            checkpoint_dir: None,
         }
     }
 }
 
 /// One iteration's figures, for the progress line, the report and the plot.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IterStats {
     pub iteration: usize,
-    pub samples: u64,
+    pub samples: usize,
+    /// Probability that the expert drove a step while collecting.
     pub expert_mix: f64,
-    /// Mean absolute steering error (normalised units) on this iteration's
-    /// fresh data, measured before refitting: how far the learner was off on
-    /// the states it visited.
-    pub steer_mae: f64,
-    /// Fraction of steps the car was off the track while collecting.
-    pub offtrack_rate: f64,
+    /// Off-track events per 1000 collected steps (the network's own
+    /// mistakes, once it drives).
+    pub offtrack_per_1000: f64,
+    /// Mean training loss over this iteration's optimiser steps.
+    pub loss: f64,
+    pub train_steps_total: usize,
+    /// Mean lap progress (%) of the check laps, one per training track.
+    pub eval_progress: f64,
+    pub eval_laps: usize,
+    pub eval_offtrack: u32,
+    /// Mean time of the completed check laps, seconds.
+    pub eval_lap_time_s: Option<f64>,
     pub elapsed_s: f64,
+}
+
+impl IterStats {
+    /// Higher is better: completed laps without leaving the track, then
+    /// progress, then speed.
+    pub fn score(&self) -> f64 {
+        self.eval_progress * 10.0
+            - self.eval_offtrack as f64 * 50.0
+            - self.eval_lap_time_s.unwrap_or(100.0) * 0.1
+    }
+}
+
+/// What the progress callback sees.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    Collecting {
+        iteration: usize,
+        samples: usize,
+    },
+    Training {
+        iteration: usize,
+        step: usize,
+        steps: usize,
+        loss: f64,
+    },
+    Iteration(&'a IterStats),
+}
+
+/// A finished run.
+pub struct Trained {
+    /// The best network by the check laps (inference form, no autodiff).
+    pub net: Net,
+    pub best_iteration: usize,
+    pub history: Vec<IterStats>,
+    pub samples: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("no tracks to train on")]
     NoTracks,
-    #[error(transparent)]
-    Fit(#[from] RidgeError),
+    #[error("{0}")]
+    Checkpoint(String),
+    #[error("training budget too small: not even the first iteration fits in {0:?}")]
+    NoTime(Duration),
 }
 
-/// The expert's label for the current state: (steering, speed), each in
-/// [-1, 1] of a continuous action space with steering +/-`max_deg`.
-pub fn expert_label(expert: &Expert, sim: &Sim, max_deg: f64, slow_at_deg: f64) -> [f32; 2] {
-    let a = expert.act(sim);
-    let steer = (a.steering_deg / max_deg).clamp(-1.0, 1.0);
-    let speed = 1.0 - 2.0 * (a.steering_deg.abs() / slow_at_deg).min(1.0);
-    [steer as f32, speed as f32]
+/// The expert's label for the car's current state, and the speed it wants
+/// (m/s) at max-speed setting `scale`.
+pub fn expert_label(sim: &Sim, scale: f64) -> (Label, f64) {
+    let car = sim.config().car;
+    let throttle = curve_throttle(sim);
+    let speed = (throttle * scale * car.max_speed_mps).max(0.3);
+    let a = Expert::new(speed.max(sim.car().speed)).act(sim);
+    let label = Label {
+        steer: (a.steering_deg / car.max_steering_deg).clamp(-1.0, 1.0) as f32,
+        throttle: throttle as f32,
+    };
+    (label, speed)
 }
 
-/// SplitMix64: a tiny seeded generator, so runs are reproducible by `--seed`.
-#[derive(Debug, Clone)]
-pub struct SplitMix(u64);
-impl SplitMix {
-    pub fn new(seed: u64) -> SplitMix {
-        SplitMix(seed)
+/// Throttle (fraction of the max-speed setting) for the road ahead: full on
+/// straights, down to 60 % before the tightest bends.
+fn curve_throttle(sim: &Sim) -> f64 {
+    let track = sim.track();
+    let s = sim.track_pos().s;
+    let (_, h0) = track.point_at(s);
+    let mut turn: f64 = 0.0;
+    for k in 1..=6 {
+        let (_, h) = track.point_at(s + 0.25 * k as f64);
+        turn = turn.max(sim::sim::wrap_angle(h - h0).abs());
     }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f64 {
-        let u = self.unit().max(1e-12);
-        let v = self.unit();
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
+    1.0 - 0.4 * (turn / 60f64.to_radians()).min(1.0)
 }
 
-fn random_hidden(
-    spec: &FeatureSpec,
-    hidden: usize,
-    rng: &mut SplitMix,
-) -> Option<(Vec<f32>, Vec<f32>)> {
-    if hidden == 0 {
-        return None;
-    }
-    let n = spec.len();
-    // Inputs are raw 0-255 block means; centre them at mid-grey and scale so
-    // pre-activations are O(1) for typical images.
-    let scale = 1.0 / (255.0 * (n as f64).sqrt()) * 2.0;
-    let mut w = vec![0.0f32; hidden * n];
-    let mut b = vec![0.0f32; hidden];
-    for h in 0..hidden {
-        let row = &mut w[h * n..(h + 1) * n];
-        let mut centre = 0.0;
-        for v in row.iter_mut() {
-            let x = rng.normal() * scale;
-            *v = x as f32;
-            centre += x * 127.5;
-        }
-        b[h] = (rng.normal() * 0.5 - centre) as f32;
-    }
-    Some((w, b))
+struct Car {
+    sim: Sim,
+    scale: f64,
+    steps_left: usize,
+    noise: f64,
 }
 
-/// Train a readout by DAgger. `progress` is called after every iteration.
+/// Checkpoint state written after every iteration.
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointState {
+    net: NetKind,
+    outputs: usize,
+    seed: u64,
+    iteration: usize,
+    samples: usize,
+    chunks: Vec<String>,
+    best_iteration: Option<usize>,
+    history: Vec<IterStats>,
+}
+
+const STATE_FILE: &str = "state.json";
+
+/// Train by DAgger. `progress` sees collection, every optimiser step and
+/// every finished iteration.
 pub fn train(
     cfg: &TrainConfig,
-    mut progress: impl FnMut(&IterStats),
-) -> Result<(Readout, Vec<IterStats>), TrainError> {
+    resume: bool,
+    mut progress: impl FnMut(Progress<'_>),
+) -> Result<Trained, TrainError> {
     if cfg.tracks.is_empty() {
         return Err(TrainError::NoTracks);
     }
     let start = Instant::now();
-    let mut rng = SplitMix::new(cfg.seed);
-    let hidden = random_hidden(&cfg.spec, cfg.hidden, &mut rng);
-    let inputs = if cfg.hidden == 0 {
-        cfg.spec.len()
-    } else {
-        cfg.hidden
-    };
-    let mut ridge = Ridge::new(inputs, 2);
-    let mut model: Option<Readout> = None;
-    let mut history = Vec::new();
+    let device = Device::flex();
+    let train_device = device.clone().autodiff();
+    device.seed(cfg.seed);
+    train_device.seed(cfg.seed);
+    let targets = Targets::new(&cfg.space);
+    let mapper = ActionMapper::new(&cfg.space);
+    let mirror = cfg.mirror && targets.symmetric();
 
-    let (w, h) = (cfg.spec.width, cfg.spec.height);
-    let mut frame = vec![0u8; w * h];
-    let mut feats = vec![0.0f32; cfg.spec.len()];
-    let mut act = vec![0.0f32; inputs];
-    let mut scratch = Vec::new();
+    let mut net = Net::new(cfg.net, targets.outputs(), &train_device);
+    let mut optim = AdamConfig::new().init();
+    let mut data = Dataset::default();
+    let mut history: Vec<IterStats> = Vec::new();
+    let mut chunks: Vec<String> = Vec::new();
+    let mut first_iteration = 0;
+    let mut elapsed_before = 0.0;
+    let mut best: Option<(f64, usize, Net)> = None;
 
-    let mut sims: Vec<Sim> = cfg
-        .tracks
-        .iter()
-        .map(|t| {
+    if resume {
+        let dir = cfg
+            .checkpoint_dir
+            .as_deref()
+            .ok_or_else(|| TrainError::Checkpoint("--resume needs a checkpoint folder".into()))?;
+        let st = load_state(dir)?;
+        if st.net != cfg.net || st.outputs != targets.outputs() {
+            return Err(TrainError::Checkpoint(format!(
+                "{}: the checkpoint is a {} network with {} outputs; this run asks for {} with {}",
+                dir.join(STATE_FILE).display(),
+                st.net.as_str(),
+                st.outputs,
+                cfg.net.as_str(),
+                targets.outputs()
+            )));
+        }
+        net = net.try_load_file(dir.join("model.bpk")).map_err(|e| {
+            TrainError::Checkpoint(format!("{}: {e}", dir.join("model.bpk").display()))
+        })?;
+        optim = match AdamConfig::new().init().load(dir.join("optim.bpk")) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!("optimiser state not restored ({e}); Adam restarts its moments");
+                AdamConfig::new().init()
+            }
+        };
+        for c in &st.chunks {
+            data.load_chunk(&dir.join(c))
+                .map_err(TrainError::Checkpoint)?;
+        }
+        if let Some(b) = st.best_iteration {
+            let p = dir.join("best.bpk");
+            let best_net = Net::new(cfg.net, targets.outputs(), &device)
+                .try_load_file(&p)
+                .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", p.display())))?;
+            let score = st
+                .history
+                .iter()
+                .find(|s| s.iteration == b)
+                .map_or(f64::MIN, |s| s.score());
+            best = Some((score, b, best_net));
+        }
+        first_iteration = st.iteration + 1;
+        elapsed_before = st.history.last().map_or(0.0, |s| s.elapsed_s);
+        chunks = st.chunks;
+        history = st.history;
+    }
+    let elapsed = || elapsed_before + start.elapsed().as_secs_f64();
+    let budget = cfg.time_budget.as_secs_f64();
+
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(cfg.seed ^ (first_iteration as u64).wrapping_mul(0x9E37_79B9));
+    let mut cars: Vec<Car> = (0..cfg.parallel.max(1))
+        .map(|i| {
             let sc = SimConfig {
                 randomization: cfg.randomization,
                 start: StartPolicy::Random,
-                start_lateral_jitter_m: 0.12,
-                start_heading_jitter_deg: 12.0,
+                start_lateral_jitter_m: 0.15,
+                start_heading_jitter_deg: 15.0,
                 ..SimConfig::default()
             };
-            Sim::new(t.clone(), sc)
+            Car {
+                sim: Sim::new(cfg.tracks[i % cfg.tracks.len()].clone(), sc),
+                scale: 0.0,
+                steps_left: 0,
+                noise: 0.0,
+            }
         })
         .collect();
+    let mut frames = vec![0u8; cars.len() * INPUT_LEN];
+    let mut batch = Batch::default();
+    let mut last_iter_s: Option<f64> = None;
+    let mut episode = (first_iteration as u64) << 32;
 
-    for iteration in 0..cfg.max_iterations {
+    for iteration in first_iteration..cfg.max_iterations {
+        // Do not start what cannot finish: the exported network is the best
+        // of the iterations that did.
+        let estimate = last_iter_s.unwrap_or(0.0) * 1.1;
+        if !history.is_empty() && elapsed() + estimate > budget {
+            break;
+        }
+        let iter_start = Instant::now();
         let expert_mix = if iteration == 0 {
             1.0
         } else {
-            0.5f64.powi(iteration as i32)
+            0.5f64.powi(iteration as i32).max(0.02)
         };
-        let mut steps = 0usize;
+        let noise_amp = if iteration == 0 { 0.5 } else { 0.15 };
+        let want = if iteration == 0 {
+            cfg.first_samples
+        } else {
+            cfg.samples_per_iteration
+        };
+        let infer_net = (expert_mix < 1.0).then(|| net.valid());
+        let from = data.len();
         let mut offtrack = 0usize;
-        let mut err_sum = 0.0;
-        let mut episode = 0u64;
-        while steps < cfg.steps_per_iteration {
-            let sim = &mut sims[(episode as usize) % cfg.tracks.len()];
-            sim.reset(
-                cfg.seed
-                    .wrapping_mul(1_000_003)
-                    .wrapping_add((iteration as u64) << 32 | episode),
-            );
-            episode += 1;
-            let speed = cfg.drive_speed.0 + rng.unit() * (cfg.drive_speed.1 - cfg.drive_speed.0);
-            let expert = Expert::new(speed);
-            let max_deg = sim.config().car.max_steering_deg;
-            // Slowly varying steering noise for the expert's own episodes:
-            // it pushes the car off the line so the data shows recoveries.
-            let mut noise = 0.0f64;
-            for _ in 0..cfg.episode_steps {
-                sim.render_into(&mut frame, w as u32, h as u32, Channels::Gray)
-                    .expect("render size is fixed");
-                cfg.spec.extract(&frame, &mut feats);
-                Readout::hidden_into(hidden.as_ref(), &feats, &mut act);
-                let label = expert_label(&expert, sim, max_deg, cfg.slow_at_deg);
-                ridge.add(&act, &label, 1.0);
-                steps += 1;
-
-                let learner = model.as_ref().map(|m| m.predict(&feats, &mut scratch));
-                if let Some(p) = learner {
-                    err_sum += (p[0].clamp(-1.0, 1.0) - label[0]).abs() as f64;
+        let mut steps = 0usize;
+        while steps < want {
+            for (i, car) in cars.iter_mut().enumerate() {
+                if car.steps_left == 0 {
+                    episode += 1;
+                    car.sim.reset(cfg.seed.wrapping_mul(1_000_003) ^ episode);
+                    car.scale = rng.random_range(cfg.speed_scale.0..=cfg.speed_scale.1);
+                    car.steps_left = cfg.episode_steps;
+                    car.noise = 0.0;
                 }
-                let use_expert = learner.is_none() || rng.unit() < expert_mix;
-                let steer_norm = if use_expert {
-                    noise = 0.9 * noise + 0.1 * rng.normal() * 0.6;
-                    let n = if iteration == 0 { noise } else { 0.0 };
-                    (label[0] as f64 + n).clamp(-1.0, 1.0)
+                car.sim
+                    .render_into(
+                        &mut frames[i * INPUT_LEN..(i + 1) * INPUT_LEN],
+                        INPUT_W,
+                        INPUT_H,
+                        Channels::Gray,
+                    )
+                    .expect("frame buffer sized for the network input");
+            }
+            let outputs = infer_net
+                .as_ref()
+                .map(|n| net::infer(n, &frames, cars.len(), &device));
+            for (i, car) in cars.iter_mut().enumerate() {
+                let (label, expert_speed) = expert_label(&car.sim, car.scale);
+                data.push(&frames[i * INPUT_LEN..(i + 1) * INPUT_LEN], label);
+                steps += 1;
+                let by_expert = outputs.is_none() || rng.random_bool(expert_mix);
+                let action = if by_expert {
+                    car.noise = 0.9 * car.noise + 0.1 * normal(&mut rng) * noise_amp * 4.0;
+                    let car_cfg = car.sim.config().car;
+                    commands_to_action(
+                        label.steer as f64 + car.noise,
+                        expert_speed / car_cfg.max_speed_mps,
+                        &car_cfg,
+                    )
                 } else {
-                    (learner.unwrap()[0] as f64).clamp(-1.0, 1.0)
+                    let o = &outputs.as_ref().unwrap()
+                        [i * targets.outputs()..(i + 1) * targets.outputs()];
+                    let m = mapper.map(o, car.scale as f32);
+                    commands_to_action(m.steering as f64, m.throttle as f64, &car.sim.config().car)
                 };
-                let r = sim.step(CarAction {
-                    steering_deg: steer_norm * max_deg,
-                    speed_mps: speed,
-                });
+                let r = car.sim.step(action);
+                car.steps_left -= 1;
                 if r.termination.is_some() {
                     if r.params.is_offtrack || !r.params.all_wheels_on_track {
                         offtrack += 1;
                     }
-                    break;
-                }
-                if steps >= cfg.steps_per_iteration {
-                    break;
+                    car.steps_left = 0;
                 }
             }
+            progress(Progress::Collecting {
+                iteration,
+                samples: data.len() - from,
+            });
         }
-        let (out_w, out_b) = fit(&ridge, cfg.lambda)?;
-        model = Some(Readout {
-            spec: cfg.spec,
-            hidden: hidden.clone(),
-            out_w,
-            out_b,
-        });
+
+        let n_steps = if iteration == 0 {
+            cfg.first_train_steps
+        } else {
+            cfg.train_steps
+        };
+        let mut loss_sum = 0.0;
+        for step in 0..n_steps {
+            data.sample(cfg.batch, &targets, mirror, &mut rng, &mut batch);
+            let (model, loss) = train_step(
+                net,
+                &mut optim,
+                &batch,
+                &targets,
+                cfg.learning_rate,
+                &train_device,
+            );
+            net = model;
+            loss_sum += loss;
+            progress(Progress::Training {
+                iteration,
+                step,
+                steps: n_steps,
+                loss,
+            });
+        }
+
+        let valid = net.valid();
+        let check = check_laps(&valid, &cfg.tracks, &mapper, cfg.eval_speed_scale, &device);
         let stats = IterStats {
             iteration,
-            samples: ridge.samples(),
+            samples: data.len(),
             expert_mix,
-            steer_mae: if iteration == 0 {
-                f64::NAN
-            } else {
-                err_sum / steps as f64
-            },
-            offtrack_rate: offtrack as f64 / steps as f64,
-            elapsed_s: start.elapsed().as_secs_f64(),
+            offtrack_per_1000: offtrack as f64 * 1000.0 / steps.max(1) as f64,
+            loss: loss_sum / n_steps.max(1) as f64,
+            train_steps_total: history.last().map_or(0, |s| s.train_steps_total) + n_steps,
+            eval_progress: check.progress,
+            eval_laps: check.laps,
+            eval_offtrack: check.offtrack,
+            eval_lap_time_s: check.lap_time,
+            elapsed_s: elapsed(),
         };
-        progress(&stats);
-        history.push(stats);
-        if start.elapsed() >= cfg.time_budget {
-            break;
+        if best.as_ref().is_none_or(|(s, _, _)| stats.score() > *s) {
+            best = Some((stats.score(), iteration, valid));
         }
+        if let Some(dir) = &cfg.checkpoint_dir {
+            let chunk = format!("data-{iteration:04}.bin");
+            save_checkpoint(
+                dir,
+                &net,
+                &optim,
+                &data,
+                from,
+                &chunk,
+                best.as_ref().map(|b| (b.1, &b.2)),
+            )
+            .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", dir.display())))?;
+            chunks.push(chunk);
+            let st = CheckpointState {
+                net: cfg.net,
+                outputs: targets.outputs(),
+                seed: cfg.seed,
+                iteration,
+                samples: data.len(),
+                chunks: chunks.clone(),
+                best_iteration: best.as_ref().map(|b| b.1),
+                history: history.iter().cloned().chain([stats.clone()]).collect(),
+            };
+            let text = serde_json::to_vec_pretty(&st).expect("state serialises");
+            policy::metadata::write_atomic(&dir.join(STATE_FILE), &text).map_err(|e| {
+                TrainError::Checkpoint(format!("{}: {e}", dir.join(STATE_FILE).display()))
+            })?;
+        }
+        progress(Progress::Iteration(&stats));
+        history.push(stats);
+        last_iter_s = Some(iter_start.elapsed().as_secs_f64());
     }
-    Ok((model.expect("at least one iteration ran"), history))
+    let Some((_, best_iteration, net)) = best else {
+        return Err(TrainError::NoTime(cfg.time_budget));
+    };
+    Ok(Trained {
+        net,
+        best_iteration,
+        history,
+        samples: data.len(),
+    })
 }
 
-fn fit(ridge: &Ridge, lambda: f64) -> Result<(Vec<f32>, [f32; 2]), RidgeError> {
-    let w = ridge.solve(lambda)?;
-    let n = w[0].len() - 1;
-    let mut out_w = Vec::with_capacity(2 * n);
-    for row in &w {
-        out_w.extend(row[..n].iter().map(|&v| v as f32));
-    }
-    Ok((out_w, [w[0][n] as f32, w[1][n] as f32]))
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u: f64 = rng.random_range(1e-12..1.0);
+    let v: f64 = rng.random();
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
-/// Laps the in-memory readout completes on a clean track (no randomisation)
-/// within a step budget, steering with its output and driving at `speed`.
-/// A quick check during training; the real evaluation runs the exported
-/// ONNX through the car's own code (`eval`).
-pub fn quick_laps(model: &Readout, track: &Track, laps: usize, speed: f64) -> (usize, u32) {
-    let mut runner = LapRunner::new(Sim::new(track.clone(), SimConfig::default()));
-    runner.reset(0);
-    let (w, h) = (model.spec.width, model.spec.height);
-    let mut frame = vec![0u8; w * h];
-    let mut feats = vec![0.0f32; model.spec.len()];
-    let mut scratch = Vec::new();
-    let budget = (laps as f64 * track.length() / speed * sim::STEP_HZ * 2.0) as u64 + 200;
-    let max_deg = runner.sim().config().car.max_steering_deg;
-    while runner.laps_completed() < laps && runner.steps() < budget {
-        runner
-            .sim_mut()
-            .render_into(&mut frame, w as u32, h as u32, Channels::Gray)
-            .expect("render size is fixed");
-        model.spec.extract(&frame, &mut feats);
-        let p = model.predict(&feats, &mut scratch);
-        runner.step(CarAction {
-            steering_deg: (p[0] as f64).clamp(-1.0, 1.0) * max_deg,
-            speed_mps: speed,
-        });
+/// One Adam step on one batch; returns the updated network and the loss.
+fn train_step(
+    net: Net,
+    optim: &mut ModuleOptimizer,
+    batch: &Batch,
+    targets: &Targets,
+    lr: f64,
+    device: &Device,
+) -> (Net, f64) {
+    let x = Tensor::<4>::from_data(
+        TensorData::new(batch.images.clone(), [batch.n, 1, INPUT_H, INPUT_W]),
+        device,
+    );
+    let y = net.forward(x);
+    let loss = if targets.is_discrete() {
+        let t =
+            Tensor::<1, Int>::from_data(TensorData::new(batch.classes.clone(), [batch.n]), device);
+        CrossEntropyLossConfig::new().init(device).forward(y, t)
+    } else {
+        // Steering error costs the car the track; speed error only time.
+        let t = Tensor::<2>::from_data(TensorData::new(batch.values.clone(), [batch.n, 2]), device);
+        let w: Vec<f32> = (0..batch.n).flat_map(|_| [1.0f32, 0.25]).collect();
+        let w = Tensor::<2>::from_data(TensorData::new(w, [batch.n, 2]), device);
+        (y - t).powi_scalar(2).mul(w).mean()
+    };
+    let value = loss.clone().into_scalar::<f32>() as f64;
+    let grads = GradientsParams::from_grads(loss.backward(), &net);
+    (optim.step(lr, net, grads), value)
+}
+
+struct Check {
+    progress: f64,
+    laps: usize,
+    offtrack: u32,
+    lap_time: Option<f64>,
+}
+
+/// One clean lap of every track, driven by `net` through the car's action
+/// mapping at max-speed setting `scale`.
+fn check_laps(
+    net: &Net,
+    tracks: &[Track],
+    mapper: &ActionMapper,
+    scale: f64,
+    device: &Device,
+) -> Check {
+    let mut frame = vec![0u8; INPUT_LEN];
+    let (mut progress, mut laps, mut offtrack, mut times) = (0.0, 0, 0, Vec::new());
+    for track in tracks {
+        let mut runner = LapRunner::new(Sim::new(track.clone(), SimConfig::default()));
+        runner.reset(0);
+        let car = runner.sim().config().car;
+        // Three times the lap at a crawl of 20 % of the setting's top speed.
+        let budget = (track.length() / (0.2 * scale * car.max_speed_mps) * sim::STEP_HZ) as u64;
+        while runner.laps_completed() < 1 && runner.steps() < budget {
+            runner
+                .sim_mut()
+                .render_into(&mut frame, INPUT_W, INPUT_H, Channels::Gray)
+                .expect("frame buffer sized for the network input");
+            let o = net::infer(net, &frame, 1, device);
+            let m = mapper.map(&o, scale as f32);
+            runner.step(commands_to_action(
+                m.steering as f64,
+                m.throttle as f64,
+                &car,
+            ));
+        }
+        if runner.laps_completed() >= 1 {
+            laps += 1;
+            progress += 100.0;
+            times.push(runner.lap_times_s()[0]);
+        } else {
+            progress += runner.lap_progress();
+        }
+        offtrack += runner.offtrack_events();
     }
-    (runner.laps_completed(), runner.offtrack_events())
+    Check {
+        progress: progress / tracks.len() as f64,
+        laps,
+        offtrack,
+        lap_time: (!times.is_empty()).then(|| times.iter().sum::<f64>() / times.len() as f64),
+    }
+}
+
+fn save_checkpoint(
+    dir: &Path,
+    net: &Net,
+    optim: &ModuleOptimizer,
+    data: &Dataset,
+    from: usize,
+    chunk: &str,
+    best: Option<(usize, &Net)>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    data.save_chunk(from, &dir.join(chunk))
+        .map_err(|e| format!("{chunk}: {e}"))?;
+    // Burn writes in place; write beside and rename so a crash mid-write
+    // leaves the previous checkpoint whole.
+    let atomic = |name: &str, f: &dyn Fn(&Path) -> Result<(), String>| -> Result<(), String> {
+        let tmp = dir.join(format!("{name}.tmp.bpk"));
+        f(&tmp).map_err(|e| format!("{name}: {e}"))?;
+        std::fs::rename(&tmp, dir.join(name)).map_err(|e| format!("{name}: {e}"))
+    };
+    atomic("model.bpk", &|p| {
+        net.clone().save_file(p).map_err(|e| e.to_string())
+    })?;
+    atomic("optim.bpk", &|p| optim.save(p).map_err(|e| e.to_string()))?;
+    if let Some((_, b)) = best {
+        atomic("best.bpk", &|p| {
+            b.clone().save_file(p).map_err(|e| e.to_string())
+        })?;
+    }
+    Ok(())
+}
+
+fn load_state(dir: &Path) -> Result<CheckpointState, TrainError> {
+    let p = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| TrainError::Checkpoint(format!("{}: cannot resume: {e}", p.display())))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint(format!("{}: {e}", p.display())))
 }

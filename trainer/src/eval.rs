@@ -51,7 +51,7 @@ pub fn evaluate(
         ..
     } = Model::load(dir, backend)?;
     let spec = *policy.input_spec();
-    let (w, h) = (spec.width as u32, spec.height as u32);
+    let (w, h) = (spec.width, spec.height);
     let channels = if spec.channels == 1 {
         Channels::Gray
     } else {
@@ -62,9 +62,9 @@ pub fn evaluate(
     } else {
         PixelFormat::Rgb8
     };
-    let mut pre = Preprocessor::new(w, h, format, spec)?;
+    let mut pre = Preprocessor::new(w as u32, h as u32, format, spec)?;
     let mapper = policy::ActionMapper::new(&metadata.action_space);
-    let mut image = vec![0u8; (w * h) as usize * channels.bytes_per_pixel()];
+    let mut image = vec![0u8; w * h * channels.bytes_per_pixel()];
     let mut input = vec![0.0f32; spec.len()];
     let mut output = vec![0.0f32; policy.output_len()];
 
@@ -80,8 +80,8 @@ pub fn evaluate(
         let frame = Frame {
             data: &image,
             format,
-            width: w,
-            height: h,
+            width: w as u32,
+            height: h as u32,
             timestamp_ns: (runner.time_s() * 1e9) as u64,
             seq: runner.steps(),
         };

@@ -1,79 +1,50 @@
-//! Writes a trained readout as a DeepRacer model folder: `model.onnx`
-//! (through `policy::export`, the same graph builder the tests use) and a
-//! continuous-action `model_metadata.json`.
+//! Writes a trained network as a DeepRacer model folder the car loads
+//! unchanged: `model.onnx` (burn-onnx's exporter, with the graph's input and
+//! output renamed to the stock DeepRacer names) and `model_metadata.json`.
 
 use std::path::Path;
 
-use policy::export::{self, ExportError, Head, LinearWeights, NetSpec};
-use policy::{ActionSpace, InputSpec, Layout, ModelMetadata, Range};
+use burn::module::Module;
+use burn::prelude::*;
+use burn_onnx::export::OnnxExporter;
+use policy::{ActionSpace, ModelMetadata};
 
-use crate::dagger::Readout;
+use crate::net::{Net, NetKind, INPUT_H, INPUT_W};
 
-/// Continuous action space of exported models: steering +/-30 deg and a
-/// speed range whose top is the model's full throttle.
-pub fn action_space(max_steering_deg: f64, speed: (f64, f64)) -> ActionSpace {
-    ActionSpace::Continuous {
-        steering_angle: Range {
-            low: -max_steering_deg,
-            high: max_steering_deg,
-        },
-        speed: Range {
-            low: speed.0,
-            high: speed.1,
-        },
-    }
+/// The stock names (PPO, front camera), so tools written for console models
+/// find the tensors they look for.
+pub const INPUT_NAME: &str =
+    "main_level/agent/main/online/network_0/FRONT_FACING_CAMERA/FRONT_FACING_CAMERA";
+pub const OUTPUT_NAME: &str = "main_level/agent/main/online/network_1/ppo_head_0/policy";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("ONNX export: {0}")]
+    Onnx(#[from] burn_onnx::export::ExportError),
+    #[error(transparent)]
+    Policy(#[from] policy::export::ExportError),
 }
 
-/// ONNX bytes for `model`. The graph divides the raw 0-255 input by 255
-/// before pooling, while the readout was fitted on raw pooled values, so the
-/// first layer's weights are scaled by 255 here.
-pub fn onnx_bytes(model: &Readout) -> Result<Vec<u8>, ExportError> {
-    let spec = NetSpec {
-        input: InputSpec {
-            layout: Layout::Nchw,
-            ..InputSpec::deepracer()
-        },
-        outputs: 2,
-        head: Head::Linear,
-    };
-    let n = model.spec.len();
-    let transpose = |w: &[f32], rows: usize, cols: usize, scale: f32| {
-        let mut t = vec![0.0f32; rows * cols];
-        for r in 0..rows {
-            for c in 0..cols {
-                t[c * rows + r] = w[r * cols + c] * scale;
-            }
-        }
-        t
-    };
-    let weights = match &model.hidden {
-        None => LinearWeights {
-            pool: model.spec.pool,
-            hidden: 0,
-            w1: Vec::new(),
-            b1: Vec::new(),
-            w2: transpose(&model.out_w, 2, n, 255.0),
-            b2: model.out_b.to_vec(),
-        },
-        Some((w, b)) => {
-            let h = b.len();
-            LinearWeights {
-                pool: model.spec.pool,
-                hidden: h,
-                w1: transpose(w, h, n, 255.0),
-                b1: b.clone(),
-                w2: transpose(&model.out_w, 2, h, 1.0),
-                b2: model.out_b.to_vec(),
-            }
-        }
-    };
-    export::linear_policy(&spec, &weights)
+/// ONNX bytes for `net`: input `[1, 1, 120, 160]` raw 0-255 (NCHW), output
+/// `[1, outputs]`: continuous means, or discrete logits (the car takes the
+/// argmax, which softmax would not change; burn-onnx has no Softmax).
+pub fn onnx_bytes(net: &Net) -> Result<Vec<u8>, ExportError> {
+    let device = Device::flex();
+    let net = net.valid().to_device(&device);
+    let sample = Tensor::<4>::zeros([1, 1, INPUT_H, INPUT_W], &device);
+    let model = OnnxExporter::new().export(&net, sample, Net::forward)?;
+    Ok(policy::export::rename_io(
+        model.as_bytes(),
+        INPUT_NAME,
+        OUTPUT_NAME,
+    )?)
 }
 
-/// Write `dir/model.onnx` and `dir/model_metadata.json`.
-pub fn write(dir: &Path, model: &Readout, space: ActionSpace) -> Result<(), ExportError> {
-    let bytes = onnx_bytes(model)?;
-    let mut meta = ModelMetadata::new(space);
-    meta.neural_network = policy::metadata::NeuralNetwork::Other("LINEAR_READOUT".into());
-    export::write_model_dir(dir, &bytes, &meta)
+/// Write `dir/model.onnx` and `dir/model_metadata.json`, each atomically.
+pub fn write(dir: &Path, net: &Net, kind: NetKind, space: &ActionSpace) -> Result<(), ExportError> {
+    let bytes = onnx_bytes(net)?;
+    let mut meta = ModelMetadata::new(space.clone());
+    meta.neural_network = kind.metadata_name();
+    policy::export::write_model_dir(dir, &bytes, &meta)?;
+    Ok(())
 }

@@ -1,18 +1,20 @@
 //! The trainer: turns the simulator's expert driver into a model the car runs
 //! unchanged (`model.onnx` + DeepRacer `model_metadata.json`).
 //!
-//! Owns: data collection in the simulator (DAgger: states the learner visits,
-//! labelled by the expert, with domain randomisation), fitting, export and
-//! evaluation. The first network is a pooled-image readout fitted in closed
-//! form (ridge regression, optionally over a fixed random ReLU layer): it
-//! trains in seconds on a laptop CPU and needs no deep-learning framework.
+//! Owns: data collection in the simulator (DAgger: states the network visits,
+//! labelled by the expert, with domain randomisation), training the DeepRacer
+//! shallow CNN or a smaller one with burn on the CPU, checkpoints and resume,
+//! ONNX export (burn-onnx), reports and evaluation.
 //!
-//! Must not: be a dependency of the daemon; copy the car's preprocessing or
-//! action mapping (evaluation goes through `policy`, exactly as on the car).
+//! Must not: be a dependency of the daemon (burn is a 20-minute build the car
+//! never needs); copy the car's preprocessing or action mapping: labels are
+//! built through `policy::ActionMapper`, and evaluation loads the exported
+//! ONNX through `policy`, exactly as the car does.
 
+pub mod actions;
 pub mod dagger;
+pub mod dataset;
 pub mod eval;
 pub mod export;
-pub mod features;
+pub mod net;
 pub mod report;
-pub mod ridge;

@@ -4,92 +4,156 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::dagger::{IterStats, TrainConfig};
+use crate::dagger::IterStats;
 
+/// Write `report.json` (the run's settings, every iteration's figures and
+/// whatever `extra` holds, such as evaluation results) and `curves.svg`.
 pub fn write(
     dir: &Path,
-    cfg: &TrainConfig,
-    tracks: &[String],
+    settings: Value,
     history: &[IterStats],
-) -> Result<()> {
+    extra: Value,
+) -> std::io::Result<()> {
     let report = json!({
-        "trainer": "dagger-readout",
-        "tracks": tracks,
-        "seed": cfg.seed,
-        "pool": cfg.spec.pool,
-        "hidden": cfg.hidden,
-        "lambda": cfg.lambda,
-        "steps_per_iteration": cfg.steps_per_iteration,
-        "drive_speed_mps": [cfg.drive_speed.0, cfg.drive_speed.1],
-        "randomization": cfg.randomization,
+        "trainer": "dagger-cnn",
+        "settings": settings,
         "iterations": history,
         "wall_clock_s": history.last().map(|s| s.elapsed_s),
+        "result": extra,
     });
-    let p = dir.join("report.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&report)?)
-        .with_context(|| p.display().to_string())?;
-    let p = dir.join("curves.svg");
-    std::fs::write(&p, svg(history)).with_context(|| p.display().to_string())?;
-    Ok(())
+    let text = serde_json::to_string_pretty(&report).expect("report serialises");
+    policy::metadata::write_atomic(&dir.join("report.json"), text.as_bytes())?;
+    policy::metadata::write_atomic(&dir.join("curves.svg"), svg(history).as_bytes())
 }
 
-/// Two curves over DAgger iterations: the learner's steering error on the
-/// states it visited, and the off-track rate while collecting.
+/// Three panels over wall-clock time: training loss (log scale), check-lap
+/// progress, and off-track events per 1000 collected steps.
 pub fn svg(history: &[IterStats]) -> String {
-    let (w, h, pad) = (640.0, 360.0, 48.0);
-    let n = history.len().max(2) as f64 - 1.0;
-    let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / n;
-    let series = |f: &dyn Fn(&IterStats) -> f64| -> Vec<(usize, f64)> {
-        history
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i, f(s)))
-            .filter(|(_, v)| v.is_finite())
-            .collect()
-    };
-    let err = series(&|s| s.steer_mae);
-    let off = series(&|s| s.offtrack_rate);
-    let max = err.iter().chain(&off).map(|p| p.1).fold(1e-6, f64::max);
-    let y = |v: f64| h - pad - (h - 2.0 * pad) * v / max;
+    let (w, ph, pad) = (720.0, 200.0, 56.0);
+    let h = ph * 3.0 + 40.0;
+    let t_max = history.iter().map(|s| s.elapsed_s).fold(1.0, f64::max);
+    let x = |t: f64| pad + (w - 2.0 * pad) * t / t_max;
     let mut out = String::new();
-    let _ = write!(
+    let _ = writeln!(
         out,
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<line x1="{pad}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{b}" stroke="black"/>
-<text x="{pad}" y="20">DAgger training: steering error (blue), off-track rate (red); max {max:.3}</text>
-<text x="{cx}" y="{lb}">iteration</text>
-"##,
-        b = h - pad,
-        r = w - pad,
-        cx = w / 2.0 - 20.0,
-        lb = h - 12.0
+<rect width="100%" height="100%" fill="white"/>"##
     );
-    for (pts, colour) in [(&err, "#1f5fbf"), (&off, "#c0392b")] {
-        if pts.is_empty() {
-            continue;
-        }
-        let path: Vec<String> = pts
+    type Panel<'a> = (
+        &'a str,
+        &'a str,
+        Box<dyn Fn(&IterStats) -> Option<f64>>,
+        bool,
+    );
+    let panels: [Panel; 3] = [
+        (
+            "training loss (log scale)",
+            "#1f5fbf",
+            Box::new(|s| Some(s.loss)),
+            true,
+        ),
+        (
+            "check laps: mean progress %",
+            "#1e8449",
+            Box::new(|s| Some(s.eval_progress)),
+            false,
+        ),
+        (
+            "off-track per 1000 collected steps",
+            "#c0392b",
+            Box::new(|s| Some(s.offtrack_per_1000)),
+            false,
+        ),
+    ];
+    for (k, (title, colour, f, log)) in panels.iter().enumerate() {
+        let top = 20.0 + ph * k as f64;
+        let bottom = top + ph - 36.0;
+        let pts: Vec<(f64, f64)> = history
             .iter()
-            .map(|&(i, v)| format!("{:.1},{:.1}", x(i), y(v)))
+            .filter_map(|s| {
+                f(s).filter(|v| v.is_finite() && (!log || *v > 0.0))
+                    .map(|v| (s.elapsed_s, v))
+            })
             .collect();
+        let tf = |v: f64| if *log { v.log10() } else { v };
+        let (lo, hi) = pts
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+                (a.min(tf(p.1)), b.max(tf(p.1)))
+            });
+        let (lo, hi) = if pts.is_empty() {
+            (0.0, 1.0)
+        } else if *log {
+            (lo.floor(), hi.ceil().max(lo.floor() + 1.0))
+        } else {
+            (lo.min(0.0), if hi > lo.min(0.0) { hi } else { 1.0 })
+        };
+        let y = |v: f64| bottom - (bottom - top - 18.0) * (tf(v) - lo) / (hi - lo);
+        let label = |v: f64| {
+            if *log {
+                format!("1e{}", v.round() as i32)
+            } else {
+                format!("{v:.0}")
+            }
+        };
         let _ = writeln!(
             out,
-            r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
-            path.join(" ")
+            r##"<text x="{pad}" y="{ty}" font-weight="bold">{title}</text>
+<line x1="{pad}" y1="{bottom}" x2="{r}" y2="{bottom}" stroke="#444"/><line x1="{pad}" y1="{t2}" x2="{pad}" y2="{bottom}" stroke="#444"/>
+<text x="4" y="{bottom}">{lo_l}</text><text x="4" y="{t2}">{hi_l}</text>"##,
+            ty = top + 10.0,
+            r = w - pad,
+            t2 = top + 18.0,
+            lo_l = label(lo),
+            hi_l = label(hi),
         );
-        for &(i, v) in pts.iter() {
+        if !pts.is_empty() {
+            let path: Vec<String> = pts
+                .iter()
+                .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
+                .collect();
             let _ = writeln!(
                 out,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"#,
-                x(i),
-                y(v)
+                r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
+                path.join(" ")
             );
         }
     }
+    let _ = writeln!(
+        out,
+        r#"<text x="{cx}" y="{by}">wall-clock seconds (0 - {t_max:.0})</text>"#,
+        cx = w / 2.0 - 80.0,
+        by = h - 8.0
+    );
     out.push_str("</svg>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curves_have_one_line_per_panel() {
+        let s = |i: usize, loss: f64, p: f64| IterStats {
+            iteration: i,
+            samples: 100 * i,
+            expert_mix: 0.5,
+            offtrack_per_1000: 3.0,
+            loss,
+            train_steps_total: 10 * i,
+            eval_progress: p,
+            eval_laps: 0,
+            eval_offtrack: 0,
+            eval_lap_time_s: None,
+            elapsed_s: 10.0 * (i + 1) as f64,
+        };
+        let svg = svg(&[s(0, 0.2, 10.0), s(1, 0.05, 60.0), s(2, 0.01, 100.0)]);
+        assert_eq!(svg.matches("<polyline").count(), 3);
+        assert!(svg.contains("training loss") && svg.contains("1e-2") && svg.contains("1e0"));
+        // Empty history still gives a valid picture with axes.
+        assert!(super::svg(&[]).ends_with("</svg>\n"));
+    }
 }

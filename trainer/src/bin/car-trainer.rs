@@ -1,13 +1,15 @@
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use policy::{Backend, BackendChoice};
+use serde_json::json;
 use sim::Track;
-use trainer::dagger::{self, IterStats, TrainConfig};
-use trainer::features::FeatureSpec;
-use trainer::{eval, export, report};
+use trainer::dagger::{self, IterStats, Progress, TrainConfig};
+use trainer::net::NetKind;
+use trainer::{actions, eval, export, report};
 
 #[derive(Parser)]
 #[command(
@@ -22,39 +24,51 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Imitation of the simulator's expert driver with DAgger; writes
-    /// model.onnx, model_metadata.json, report.json and curves.svg into --out.
+    /// model.onnx, model_metadata.json, report.json and curves.svg into --out
+    /// (checkpoints in --out/checkpoint).
     Train {
         /// Track names or .npy paths (repeat or comma-separate); default: every built-in track.
         #[arg(long, value_delimiter = ',')]
         track: Vec<String>,
         #[arg(long)]
         out: PathBuf,
-        /// Wall-clock budget in minutes; training stops after the iteration that crosses it.
-        #[arg(long, default_value_t = 5.0)]
+        /// Wall-clock budget in minutes for the whole run, export and evaluation included.
+        #[arg(long, default_value_t = 8.0)]
         time_budget: f64,
+        /// `small` (fast, 0.5 MB) or `shallow` (DeepRacer's shallow CNN, 23 MB).
+        #[arg(long, default_value = "small")]
+        net: String,
+        /// `continuous[,steering=LOW:HIGH][,speed=LOW:HIGH]`,
+        /// `discrete[,steering=MAX][,steering-granularity=3|5|7][,speed=MAX][,speed-granularity=1|2|3]`,
+        /// or a .json file (a model_metadata.json, or a list of {steering_angle, speed}).
+        #[arg(long, default_value = "continuous")]
+        action_space: String,
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Network: `linear` (pooled image readout) or `mlp` (one fixed random ReLU layer).
-        #[arg(long, default_value = "mlp")]
-        net: String,
-        /// Hidden units for `--net mlp`.
-        #[arg(long, default_value_t = 256)]
-        hidden: usize,
-        /// Image pooling factor (160x120 / pool).
-        #[arg(long, default_value_t = 8)]
-        pool: usize,
-        #[arg(long, default_value_t = 8)]
-        iterations: usize,
-        #[arg(long, default_value_t = 12000)]
-        steps_per_iteration: usize,
-        #[arg(long, default_value_t = 1e-4)]
-        lambda: f64,
-        /// Speed range of the continuous action space, m/s (`low,high`).
-        #[arg(long, value_delimiter = ',', default_values_t = vec![1.0, 2.0])]
-        speed: Vec<f64>,
+        /// Stop after this many DAgger iterations even if time is left.
+        #[arg(long)]
+        iterations: Option<usize>,
+        /// Optimiser steps per iteration (default: by network).
+        #[arg(long)]
+        train_steps: Option<usize>,
+        /// Samples collected per iteration after the first.
+        #[arg(long)]
+        samples: Option<usize>,
+        /// Continue the run whose checkpoint is in --out/checkpoint.
+        #[arg(long)]
+        resume: bool,
         /// Turn domain randomisation off (on by default).
         #[arg(long)]
         no_randomization: bool,
+        /// Tracks to evaluate the exported model on afterwards (through the
+        /// car's own code), e.g. tracks it never saw.
+        #[arg(long, value_delimiter = ',')]
+        eval_track: Vec<String>,
+        #[arg(long, default_value_t = 3)]
+        eval_laps: usize,
+        /// Max-speed setting (percent) for the check laps and the evaluation.
+        #[arg(long, default_value_t = 60.0)]
+        max_speed: f64,
     },
     /// Drive laps with an exported model through the car's own preprocessing
     /// and action mapping, as the DeepRacer console's evaluation.
@@ -66,10 +80,11 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         laps: usize,
         /// Max-speed setting in percent, as on the car.
-        #[arg(long, default_value_t = 50.0)]
+        #[arg(long, default_value_t = 60.0)]
         max_speed: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// tract (pure Rust), onnxruntime, or auto (ONNX Runtime when it loads).
         #[arg(long, default_value = "tract")]
         backend: String,
         #[arg(long)]
@@ -89,26 +104,26 @@ fn main() -> Result<()> {
             track,
             out,
             time_budget,
-            seed,
             net,
-            hidden,
-            pool,
+            action_space,
+            seed,
             iterations,
-            steps_per_iteration,
-            lambda,
-            speed,
+            train_steps,
+            samples,
+            resume,
             no_randomization,
+            eval_track,
+            eval_laps,
+            max_speed,
         } => {
-            let hidden = match net.as_str() {
-                "linear" => 0,
-                "mlp" => hidden,
-                other => bail!("--net {other}: expected `linear` or `mlp`"),
-            };
-            if speed.len() != 2 || speed[1] <= speed[0] || speed[0] <= 0.0 {
-                bail!("--speed: expected `low,high` with 0 < low < high, got {speed:?}");
+            let kind = NetKind::parse(&net)
+                .with_context(|| format!("--net {net}: expected `small` or `shallow`"))?;
+            let space = actions::parse(&action_space)?;
+            if time_budget.is_nan() || time_budget <= 0.0 {
+                bail!("--time-budget {time_budget}: expected minutes > 0");
             }
-            if pool == 0 || 120 % pool != 0 || 160 % pool != 0 {
-                bail!("--pool {pool}: must divide 160 and 120");
+            if !(1.0..=100.0).contains(&max_speed) {
+                bail!("--max-speed {max_speed}: expected 1-100 (percent)");
             }
             let names: Vec<String> = if track.is_empty() {
                 Track::builtin_names()
@@ -118,34 +133,80 @@ fn main() -> Result<()> {
             } else {
                 track
             };
-            let tracks = names
-                .iter()
-                .map(|n| Track::resolve(n).with_context(|| format!("--track {n}")))
-                .collect::<Result<Vec<_>>>()?;
-            let mut cfg = TrainConfig {
-                tracks,
-                seed,
-                time_budget: Duration::from_secs_f64(time_budget * 60.0),
-                max_iterations: iterations,
-                steps_per_iteration,
-                spec: FeatureSpec {
-                    pool,
-                    ..FeatureSpec::DEFAULT
-                },
-                hidden,
-                lambda,
-                ..TrainConfig::default()
-            };
+            let tracks = resolve(&names, "--track")?;
+            let eval_tracks = resolve(&eval_track, "--eval-track")?;
+            let mut cfg = TrainConfig::new(tracks, kind, space.clone());
+            cfg.seed = seed;
+            // Keep time for export and the final evaluation laps.
+            let reserve = 10.0 + 4.0 * (eval_tracks.len() * eval_laps) as f64;
+            cfg.time_budget = Duration::from_secs_f64((time_budget * 60.0 - reserve).max(1.0));
+            if let Some(n) = iterations {
+                cfg.max_iterations = n;
+            }
+            if let Some(n) = train_steps {
+                cfg.train_steps = n;
+                cfg.first_train_steps = cfg.first_train_steps.min(4 * n);
+            }
+            if let Some(n) = samples {
+                cfg.samples_per_iteration = n;
+                cfg.first_samples = cfg.first_samples.min(2 * n);
+            }
+            cfg.eval_speed_scale = max_speed / 100.0;
             if no_randomization {
                 cfg.randomization = sim::Randomization::none();
             }
-            let budget_s = cfg.time_budget.as_secs_f64();
-            let (model, history) = dagger::train(&cfg, |s| progress_line(s, iterations, budget_s))?;
-            let space = export::action_space(30.0, (speed[0], speed[1]));
-            export::write(&out, &model, space)
-                .with_context(|| format!("writing {}", out.display()))?;
-            report::write(&out, &cfg, &names, &history)?;
-            eprintln!("wrote {}", out.display());
+            cfg.checkpoint_dir = Some(out.join("checkpoint"));
+            std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
+
+            let mut bar = Bar::new(
+                cfg.time_budget.as_secs_f64(),
+                cfg.max_iterations,
+                cfg.tracks.len(),
+            );
+            let trained = dagger::train(&cfg, resume, |p| bar.update(p))?;
+            bar.finish();
+            export::write(&out, &trained.net, kind, &space)
+                .with_context(|| format!("writing the model to {}", out.display()))?;
+
+            let backend = Backend::init(BackendChoice::Tract, None)?;
+            let mut results = Vec::new();
+            for t in &eval_tracks {
+                let r = eval::evaluate(&out, &backend, t, eval_laps, (max_speed / 100.0) as f32, 0)
+                    .with_context(|| format!("evaluating {} on {}", out.display(), t.name()))?;
+                eprintln!(
+                    "eval {}: {}/{} laps, times {:?} s, {} off-track",
+                    r.track, r.laps_completed, eval_laps, r.lap_times_s, r.offtrack_events
+                );
+                results.push(r);
+            }
+            let settings = json!({
+                "tracks": names,
+                "net": kind.as_str(),
+                "action_space": action_space,
+                "seed": seed,
+                "time_budget_min": time_budget,
+                "batch": cfg.batch,
+                "learning_rate": cfg.learning_rate,
+                "train_steps": [cfg.first_train_steps, cfg.train_steps],
+                "samples": [cfg.first_samples, cfg.samples_per_iteration],
+                "speed_scale": [cfg.speed_scale.0, cfg.speed_scale.1],
+                "max_speed_pct": max_speed,
+                "randomization": cfg.randomization,
+                "mirror": cfg.mirror,
+            });
+            let extra = json!({
+                "best_iteration": trained.best_iteration,
+                "samples": trained.samples,
+                "evaluation": results,
+            });
+            report::write(&out, settings, &trained.history, extra)
+                .with_context(|| format!("writing the report to {}", out.display()))?;
+            eprintln!(
+                "wrote {} (best iteration {}, {} samples)",
+                out.display(),
+                trained.best_iteration,
+                trained.samples
+            );
         }
         Cmd::Eval {
             model,
@@ -186,27 +247,130 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// One line per iteration: a progress bar, the figures, and an ETA from
-/// whichever runs out first, iterations or the time budget.
-fn progress_line(s: &IterStats, iterations: usize, budget_s: f64) {
-    let done = (s.iteration + 1) as f64;
-    let by_iter = s.elapsed_s / done * (iterations as f64 - done);
-    let eta = by_iter.min((budget_s - s.elapsed_s).max(0.0));
-    let frac = (done / iterations as f64)
-        .max(s.elapsed_s / budget_s)
-        .min(1.0);
-    let bar: String = (0..20)
-        .map(|i| if (i as f64) < frac * 20.0 { '#' } else { '.' })
-        .collect();
-    eprintln!(
-        "[{bar}] iter {}/{} samples {} expert {:.2} steer-error {:.3} off-track {:.4} {:.0}s ETA {:.0}s",
-        s.iteration + 1,
-        iterations,
-        s.samples,
-        s.expert_mix,
-        s.steer_mae,
-        s.offtrack_rate,
-        s.elapsed_s,
-        eta
-    );
+fn resolve(names: &[String], flag: &str) -> Result<Vec<Track>> {
+    names
+        .iter()
+        .map(|n| Track::resolve(n).with_context(|| format!("{flag} {n}")))
+        .collect()
+}
+
+/// A progress bar on stderr: redrawn in place on a terminal, one line per
+/// iteration otherwise (logs, CI). The ETA is whichever ends first, the
+/// time budget or the iteration limit at the pace so far.
+struct Bar {
+    budget_s: f64,
+    max_iterations: usize,
+    start: std::time::Instant,
+    tty: bool,
+    tracks: usize,
+    offset: f64,
+    last: Option<IterStats>,
+    drawn: std::time::Instant,
+}
+
+impl Bar {
+    fn new(budget_s: f64, max_iterations: usize, tracks: usize) -> Bar {
+        Bar {
+            budget_s,
+            max_iterations,
+            tracks,
+            offset: 0.0,
+            start: std::time::Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+            last: None,
+            drawn: std::time::Instant::now(),
+        }
+    }
+
+    /// Includes the time of earlier runs when resuming.
+    fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() + self.offset
+    }
+
+    fn eta(&self, elapsed: f64) -> f64 {
+        let by_budget = (self.budget_s - elapsed).max(0.0);
+        match &self.last {
+            Some(s) if s.iteration > 0 => {
+                let per = s.elapsed_s / (s.iteration + 1) as f64;
+                let left = self.max_iterations.saturating_sub(s.iteration + 1) as f64;
+                by_budget.min(per * left)
+            }
+            _ => by_budget,
+        }
+    }
+
+    fn line(&self, what: &str) -> String {
+        let elapsed = self.elapsed();
+        let eta = self.eta(elapsed);
+        let frac = (elapsed / (elapsed + eta).max(1e-9)).clamp(0.0, 1.0);
+        let bar: String = (0..24)
+            .map(|i| if (i as f64) < frac * 24.0 { '#' } else { '.' })
+            .collect();
+        format!(
+            "[{bar}] {:3.0}% {} elapsed, ETA {} | {what}",
+            frac * 100.0,
+            mmss(elapsed),
+            mmss(eta)
+        )
+    }
+
+    fn update(&mut self, p: Progress<'_>) {
+        match p {
+            Progress::Iteration(s) => {
+                self.last = Some(s.clone());
+                self.offset = s.elapsed_s - self.start.elapsed().as_secs_f64();
+                let check = format!(
+                    "check laps {}/{} {:.0}% off-track {}{}",
+                    s.eval_laps,
+                    self.tracks,
+                    s.eval_progress,
+                    s.eval_offtrack,
+                    s.eval_lap_time_s
+                        .map_or(String::new(), |t| format!(" lap {t:.2}s"))
+                );
+                let text = self.line(&format!(
+                    "iter {} samples {} expert {:.2} loss {:.4} off-track/1k {:.1} {check}",
+                    s.iteration, s.samples, s.expert_mix, s.loss, s.offtrack_per_1000
+                ));
+                if self.tty {
+                    eprint!("\r\x1b[2K");
+                }
+                eprintln!("{text}");
+            }
+            Progress::Training {
+                iteration,
+                step,
+                steps,
+                loss,
+            } if self.tty && self.drawn.elapsed() > Duration::from_millis(200) => {
+                self.drawn = std::time::Instant::now();
+                let text = self.line(&format!(
+                    "iter {iteration} training {}/{steps} loss {loss:.4}",
+                    step + 1
+                ));
+                eprint!("\r\x1b[2K{text}");
+                let _ = std::io::stderr().flush();
+            }
+            Progress::Collecting { iteration, samples }
+                if self.tty && self.drawn.elapsed() > Duration::from_millis(200) =>
+            {
+                self.drawn = std::time::Instant::now();
+                let text = self.line(&format!("iter {iteration} collecting {samples}"));
+                eprint!("\r\x1b[2K{text}");
+                let _ = std::io::stderr().flush();
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+fn mmss(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    format!("{}:{:02}", s / 60, s % 60)
 }

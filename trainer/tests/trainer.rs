@@ -1,0 +1,226 @@
+//! The trainer as a racer uses it: exported models run on the car's code
+//! unchanged, the command line writes a complete model folder, resumes, and
+//! rejects bad input with a clear message.
+
+use std::path::Path;
+use std::process::Command;
+
+use burn::prelude::*;
+use policy::{Backend, BackendChoice, Frame, Model, PixelFormat, Preprocessor};
+use sim::{Channels, Sim, SimConfig, Track};
+use trainer::net::{self, Net, NetKind, INPUT_H, INPUT_LEN, INPUT_W};
+use trainer::{actions, export};
+
+fn frame(track: &str, progress: f64) -> Vec<u8> {
+    let cfg = SimConfig {
+        start: sim::StartPolicy::Progress(progress),
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(Track::builtin(track).unwrap(), cfg);
+    sim.reset(0);
+    let mut f = vec![0u8; INPUT_LEN];
+    sim.render_into(&mut f, INPUT_W, INPUT_H, Channels::Gray)
+        .unwrap();
+    f
+}
+
+/// What the car computes for a 160x120 grey camera frame with this model.
+fn car_outputs(dir: &Path, img: &[u8]) -> Vec<f32> {
+    let backend = Backend::init(BackendChoice::Tract, None).unwrap();
+    let mut model = Model::load(dir, &backend).unwrap();
+    let spec = *model.policy.input_spec();
+    let mut pre = Preprocessor::new(160, 120, PixelFormat::Gray8, spec).unwrap();
+    let mut input = vec![0f32; spec.len()];
+    let f = Frame {
+        data: img,
+        format: PixelFormat::Gray8,
+        width: 160,
+        height: 120,
+        timestamp_ns: 0,
+        seq: 0,
+    };
+    pre.run(&f, &mut input).unwrap();
+    let mut out = vec![0f32; model.policy.output_len()];
+    model.policy.infer(&input, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn exported_networks_compute_on_the_car_what_they_computed_in_training() {
+    let device = Device::flex();
+    device.seed(3);
+    let t = tempfile::tempdir().unwrap();
+    for (kind, space) in [
+        (NetKind::Small, actions::parse("continuous").unwrap()),
+        (NetKind::Shallow, actions::parse("discrete").unwrap()),
+    ] {
+        let n = space.output_len();
+        let net = Net::new(kind, n, &device);
+        let dir = t.path().join(kind.as_str());
+        export::write(&dir, &net, kind, &space).unwrap();
+        let onnx = std::fs::read(dir.join("model.onnx")).unwrap();
+        assert!(String::from_utf8_lossy(&onnx).contains(export::INPUT_NAME));
+        let backend = Backend::init(BackendChoice::Tract, None).unwrap();
+        let report = policy::check::check_model(&dir, &backend, None).unwrap();
+        assert_eq!(report.output_len, n);
+        for (track, p) in [("oval", 10.0), ("technical", 55.0)] {
+            let img = frame(track, p);
+            let want = net::infer(&net, &img, 1, &device);
+            let got = car_outputs(&dir, &img);
+            assert_eq!(got.len(), n);
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                    "{kind:?}: car {got:?} vs burn {want:?}"
+                );
+            }
+        }
+    }
+}
+
+fn trainer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_car-trainer"))
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn run_err(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "{cmd:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn train_writes_a_model_folder_and_resumes() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("m");
+    let short = |cmd: &mut Command, iterations: &str| {
+        cmd.args(["train", "--track", "oval", "--out"])
+            .arg(&out)
+            .args([
+                "--iterations",
+                iterations,
+                "--samples",
+                "400",
+                "--train-steps",
+                "15",
+            ])
+            .args([
+                "--time-budget",
+                "10",
+                "--seed",
+                "5",
+                "--eval-track",
+                "oval",
+                "--eval-laps",
+                "1",
+            ]);
+    };
+    let mut cmd = trainer();
+    short(&mut cmd, "2");
+    run_ok(&mut cmd);
+    for f in [
+        "model.onnx",
+        "model_metadata.json",
+        "report.json",
+        "curves.svg",
+        "checkpoint/state.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let r = report(&out);
+    let iters = r["iterations"].as_array().unwrap().clone();
+    assert_eq!(iters.len(), 2);
+    assert!(iters[1]["samples"].as_u64() > iters[0]["samples"].as_u64());
+    assert_eq!(r["result"]["evaluation"][0]["track"], "oval");
+    let meta = std::fs::read_to_string(out.join("model_metadata.json")).unwrap();
+    assert!(meta.contains("\"continuous\""), "{meta}");
+
+    // Resume: the third iteration builds on the first two, which are kept as they were.
+    let mut cmd = trainer();
+    short(&mut cmd, "3");
+    cmd.arg("--resume");
+    run_ok(&mut cmd);
+    let r2 = report(&out);
+    let iters2 = r2["iterations"].as_array().unwrap();
+    assert_eq!(iters2.len(), 3);
+    assert_eq!(iters2[..2], iters[..]);
+    assert!(iters2[2]["samples"].as_u64() > iters[1]["samples"].as_u64());
+
+    // Resuming with another network is refused, naming the checkpoint.
+    let mut cmd = trainer();
+    short(&mut cmd, "4");
+    cmd.args(["--resume", "--net", "shallow"]);
+    let e = run_err(&mut cmd);
+    assert!(e.contains("state.json") && e.contains("small"), "{e}");
+
+    // Evaluation through the car's code prints the console's figures.
+    let json = run_ok(
+        trainer()
+            .args([
+                "eval", "--track", "oval", "--laps", "1", "--json", "--model",
+            ])
+            .arg(&out),
+    );
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    for k in [
+        "laps_completed",
+        "lap_times_s",
+        "offtrack_events",
+        "progress_mean",
+    ] {
+        assert!(v.get(k).is_some(), "{k} missing in {json}");
+    }
+    let p = v["progress_mean"].as_f64().unwrap();
+    assert!(p > 0.0 && p <= 100.0, "{json}");
+}
+
+#[test]
+fn bad_arguments_say_what_is_wrong() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("m");
+    let e = run_err(
+        trainer()
+            .args([
+                "train",
+                "--action-space",
+                "discrete,steering-granularity=4",
+                "--out",
+            ])
+            .arg(&out),
+    );
+    assert!(
+        e.contains("steering granularity 4") && e.contains("3, 5 or 7"),
+        "{e}"
+    );
+    let e = run_err(
+        trainer()
+            .args(["train", "--track", "nowhere", "--out"])
+            .arg(&out),
+    );
+    assert!(e.contains("--track nowhere"), "{e}");
+    let e = run_err(trainer().args(["train", "--resume", "--out"]).arg(&out));
+    assert!(
+        e.contains("state.json") && e.contains("cannot resume"),
+        "{e}"
+    );
+    let e = run_err(
+        trainer()
+            .args(["eval", "--track", "oval", "--model"])
+            .arg(&out),
+    );
+    assert!(e.contains("model"), "{e}");
+}
