@@ -122,9 +122,11 @@ for rel in "${order[@]}"; do
   echo "$dst $args" >> "$ROOT/etc/modules.load"
 done
 
-# The bundled model and a config selecting the camera and the PCA9685.
-[ -f models/default/model.onnx ] || die "models/default/model.onnx missing"
-cp models/default/model.onnx models/default/model_metadata.json "$ROOT/model/"
+# A model with exactly predictable commands (tests/fixtures/centre-seeker:
+# seven angles, one speed) and a config selecting the camera and the PCA9685.
+fixture=tests/fixtures/centre-seeker
+[ -f $fixture/model.onnx ] || die "$fixture/model.onnx missing"
+cp $fixture/model.onnx $fixture/model_metadata.json "$ROOT/model/"
 cat > "$ROOT/etc/car.toml" <<TOML
 [source]
 kind = "v4l2"

@@ -12,6 +12,11 @@ cd "$(dirname "$0")/../.."
 . scripts/lib.sh
 ensure_cargo || exit 1
 
+# burn must never reach the car: it is a 20-minute build the daemon never needs.
+if cargo tree --locked -p car-runtime -e normal,build | grep -q 'burn'; then
+  echo "FAIL: burn is in car-runtime's dependency tree" >&2; exit 1
+fi
+
 t0=$SECONDS
 cargo build --release --locked -p trainer --all-targets || { echo "FAIL: trainer build" >&2; exit 1; }
 echo "trainer build took $((SECONDS - t0))s"
@@ -27,6 +32,8 @@ else
   tracks=("$shared/reinvent_base.npy" "$shared/reInvent2019_track.npy" oval technical speedway)
 fi
 rc=0
+# The car's own check accepts the trainer's output unchanged.
+cargo run -q --locked -p car-runtime -- check-model models/default --json || rc=1
 for t in "${tracks[@]}"; do
   json=$("$bin" eval --model models/default --track "$t" --laps 3 --max-speed 60 --json) || { rc=1; continue; }
   echo "bundled model on $t: $json"

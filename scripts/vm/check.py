@@ -91,7 +91,7 @@ except Exception:
     sys.exit(1)
 
 neutral_t = counts(thr["mid"])
-# The bundled model's actions all run at 1 m/s (its max), so the stock
+# The centre-seeker fixture model's actions all run at 1 m/s (its max), so the stock
 # throttle curve gives exactly 1.0 before the max-speed scale.
 scale = a.max_speed / 100.0
 drive_t = counts(pulse(thr, 1.0 * scale))

@@ -5,7 +5,9 @@
 //! network drive (mixed with the expert with a probability that halves each
 //! time) and the expert labels every state the car visits; the network then
 //! trains on everything collected so far. After each iteration the network
-//! drives one clean lap of every training track; the best such network is
+//! drives one lap of every training track (no randomisation); the latest
+//! network that
+//! finishes them all without leaving the track (else the best try) is
 //! the one exported. Domain randomisation is on by default, so the network
 //! keys on the road's shape rather than one room's colours.
 
@@ -119,12 +121,21 @@ pub struct IterStats {
 }
 
 impl IterStats {
-    /// Higher is better: completed laps without leaving the track, then
-    /// progress, then speed.
+    /// Whether every check lap finished without leaving the track.
+    pub fn clean(&self) -> bool {
+        self.eval_progress >= 100.0 && self.eval_offtrack == 0
+    }
+
+    /// Higher is better. Any clean iteration beats every unclean one, and
+    /// the latest clean one wins: it learnt from more of its own states,
+    /// and the check-lap times of clean iterations differ by noise (a few
+    /// percent). Unclean ones rank by progress less 10 % per off-track.
     pub fn score(&self) -> f64 {
-        self.eval_progress * 10.0
-            - self.eval_offtrack as f64 * 50.0
-            - self.eval_lap_time_s.unwrap_or(100.0) * 0.1
+        if self.clean() {
+            1e6 + self.iteration as f64
+        } else {
+            self.eval_progress - 10.0 * self.eval_offtrack as f64
+        }
     }
 }
 

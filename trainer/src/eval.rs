@@ -94,6 +94,29 @@ pub fn evaluate(
             &car,
         ));
     }
+    Ok(report(&runner, laps))
+}
+
+/// The expert's own laps, for comparison: it drives exactly the labels the
+/// network learns (pure-pursuit steering, throttle eased before bends) at
+/// the same max-speed setting, so the gap is what imitation loses.
+pub fn evaluate_expert(track: &Track, laps: usize, max_speed_scale: f32, seed: u64) -> EvalReport {
+    let mut runner = LapRunner::new(Sim::new(track.clone(), SimConfig::default()));
+    runner.reset(seed);
+    let budget = (laps.max(1) as f64 * track.length() / 0.5 * sim::STEP_HZ * 3.0) as u64;
+    let car = runner.sim().config().car;
+    while runner.laps_completed() < laps && runner.steps() < budget {
+        let (label, _) = crate::dagger::expert_label(runner.sim(), max_speed_scale as f64);
+        runner.step(commands_to_action(
+            label.steer as f64,
+            (label.throttle * max_speed_scale) as f64,
+            &car,
+        ));
+    }
+    report(&runner, laps)
+}
+
+fn report(runner: &LapRunner, laps: usize) -> EvalReport {
     let done = runner.laps_completed();
     let partial = if done < laps {
         runner.lap_progress()
@@ -103,14 +126,14 @@ pub fn evaluate(
     let attempts = if done < laps { done + 1 } else { done };
     let progress_mean = (done as f64 * 100.0 + partial) / attempts.max(1) as f64;
     let r = runner.report();
-    Ok(EvalReport {
+    EvalReport {
         track: r.track,
         laps_completed: r.laps_completed,
         lap_times_s: r.lap_times_s,
         offtrack_events: r.offtrack_events,
         progress_mean,
         steps: r.steps,
-    })
+    }
 }
 
 /// Normalised servo/ESC commands in [-1, 1] -> the simulated car's action.

@@ -224,3 +224,31 @@ fn bad_arguments_say_what_is_wrong() {
     );
     assert!(e.contains("model"), "{e}");
 }
+
+#[test]
+fn the_same_seed_trains_the_same_model() {
+    let t = tempfile::tempdir().unwrap();
+    let train = |name: &str, seed: &str| {
+        let out = t.path().join(name);
+        run_ok(
+            trainer()
+                .args(["train", "--track", "technical", "--out"])
+                .arg(&out)
+                .args([
+                    "--iterations",
+                    "2",
+                    "--samples",
+                    "300",
+                    "--train-steps",
+                    "10",
+                ])
+                .args(["--seed", seed]),
+        );
+        std::fs::read(out.join("model.onnx")).unwrap()
+    };
+    let a = train("a", "7");
+    let b = train("b", "7");
+    let c = train("c", "8");
+    assert!(a == b, "two runs with --seed 7 exported different models");
+    assert!(a != c, "--seed 7 and --seed 8 exported the same model");
+}

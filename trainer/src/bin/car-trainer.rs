@@ -73,8 +73,13 @@ enum Cmd {
     /// Drive laps with an exported model through the car's own preprocessing
     /// and action mapping, as the DeepRacer console's evaluation.
     Eval {
-        #[arg(long)]
-        model: PathBuf,
+        /// Model folder or .tar.gz (required unless --expert).
+        #[arg(long, required_unless_present = "expert")]
+        model: Option<PathBuf>,
+        /// Drive the simulator's expert instead (the labels the trainer
+        /// imitates), for a lap-time baseline at the same max speed.
+        #[arg(long, conflicts_with = "model")]
+        expert: bool,
         #[arg(long)]
         track: String,
         #[arg(long, default_value_t = 3)]
@@ -210,6 +215,7 @@ fn main() -> Result<()> {
         }
         Cmd::Eval {
             model,
+            expert,
             track,
             laps,
             max_speed,
@@ -226,9 +232,15 @@ fn main() -> Result<()> {
             if !(0.0..=100.0).contains(&max_speed) {
                 bail!("--max-speed {max_speed}: expected 0-100");
             }
-            let backend = Backend::init(choice, None)?;
             let t = Track::resolve(&track).with_context(|| format!("--track {track}"))?;
-            let r = eval::evaluate(&model, &backend, &t, laps, max_speed / 100.0, seed)?;
+            let r = match model {
+                Some(model) if !expert => {
+                    let backend = Backend::init(choice, None)?;
+                    eval::evaluate(&model, &backend, &t, laps, max_speed / 100.0, seed)
+                        .with_context(|| format!("--model {}", model.display()))?
+                }
+                _ => eval::evaluate_expert(&t, laps, max_speed / 100.0, seed),
+            };
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
