@@ -8,8 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The workspace root (this package lives in `<root>/tests`).
+/// The checkout's root. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test;
+/// it is preferred to the compile-time value, which names whichever checkout
+/// built the binary (CI and a developer may share one target dir, and cargo
+/// then reuses the other checkout's test binaries).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()

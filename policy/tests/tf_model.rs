@@ -1,14 +1,15 @@
 //! The DeepRacer console archive in ../shared/models runs unchanged through
 //! tract-tensorflow.
 
+mod common;
+
 use policy::check::check_model;
 use policy::preprocess::Layout;
 use policy::{ActionMapper, Backend, BackendChoice, GraphFormat, Model};
 use std::path::PathBuf;
 
 fn archive() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/models/deepracer-console-structure.tar.gz");
+    let p = common::manifest_dir().join("../../shared/models/deepracer-console-structure.tar.gz");
     if p.is_file() {
         Some(p)
     } else {

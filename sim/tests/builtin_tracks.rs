@@ -2,13 +2,15 @@
 //! `sim::trackgen` makes, and each is a drivable design.
 //! `SIM_REGEN_TRACKS=1 cargo test -p sim --test builtin_tracks` rewrites them.
 
+mod common;
+
 use std::path::PathBuf;
 
 use sim::trackgen;
 use sim::Track;
 
 fn tracks_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tracks")
+    common::manifest_dir().join("tracks")
 }
 
 #[test]

@@ -161,11 +161,8 @@ fn real_tracks_load() {
         assert!(t.width() > 0.5 && t.width() < 1.3, "{}", t.width());
     }
     // Lengths from the shared README.
-    let base = Track::load(
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/tracks/reinvent_base.npy"),
-    )
-    .unwrap();
+    let base =
+        Track::load(common::manifest_dir().join("../../shared/tracks/reinvent_base.npy")).unwrap();
     assert!((base.length() - 17.71).abs() < 0.01, "{}", base.length());
     assert_eq!(base.waypoints().len(), 119);
     assert!((base.width() - 0.762).abs() < 0.01);

@@ -212,10 +212,13 @@ async function modelsFlow(page, tag) {
   await row.locator('button', { hasText: 'Load' }).tap();
   await page.locator('#model-status').filter({ hasText: 'Driving with: ' + good }).waitFor({ timeout: 30000 });
 
-  // A bad model: metadata with the wrong number of actions for the network.
+  // A bad model: metadata with the wrong number of actions for the network
+  // (three discrete actions; the good model has two continuous outputs, or
+  // more than three discrete ones).
   const badDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bad-model-'));
   const meta = JSON.parse(fs.readFileSync(path.join(GOOD, 'model_metadata.json'), 'utf8'));
-  meta.action_space = meta.action_space.slice(0, 2);
+  meta.action_space = [-30, 0, 30].map((a) => ({ steering_angle: a, speed: 1 }));
+  meta.action_space_type = 'discrete';
   fs.writeFileSync(path.join(badDir, 'model_metadata.json'), JSON.stringify(meta));
   fs.copyFileSync(path.join(GOOD, 'model.onnx'), path.join(badDir, 'model.onnx'));
   await page.locator('#upload-files').setInputFiles([path.join(badDir, 'model.onnx'), path.join(badDir, 'model_metadata.json')]);

@@ -6,6 +6,15 @@ use policy::metadata::{ActionSpace, DiscreteAction, ModelMetadata, Range};
 use policy::preprocess::{InputSpec, Layout};
 use std::path::{Path, PathBuf};
 
+/// This crate's folder. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test;
+/// it is preferred to the compile-time value, which names whichever checkout
+/// built the binary (checkouts may share one target dir, and cargo then
+/// reuses the other checkout's test binaries).
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 pub fn discrete(n: usize) -> ActionSpace {
     ActionSpace::Discrete(
         (0..n)

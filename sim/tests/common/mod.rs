@@ -3,10 +3,19 @@
 
 use std::path::PathBuf;
 
+/// This crate's folder. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test;
+/// it is preferred to the compile-time value, which names whichever checkout
+/// built the binary (checkouts may share one target dir, and cargo then
+/// reuses the other checkout's test binaries).
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// The real DeepRacer tracks in `<repo>/../shared/tracks`, or `None` (with a
 /// message) when that folder is absent, e.g. on a fresh clone.
 pub fn shared_tracks() -> Option<Vec<PathBuf>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/tracks");
+    let dir = manifest_dir().join("../../shared/tracks");
     let Ok(rd) = std::fs::read_dir(&dir) else {
         eprintln!(
             "SKIP: {} is absent; real DeepRacer tracks not tested",
