@@ -527,16 +527,16 @@ fn train_step(
     (optim.step(lr, net, grads), value)
 }
 
-struct Check {
-    progress: f64,
-    laps: usize,
-    offtrack: u32,
-    lap_time: Option<f64>,
+pub(crate) struct Check {
+    pub progress: f64,
+    pub laps: usize,
+    pub offtrack: u32,
+    pub lap_time: Option<f64>,
 }
 
 /// One clean lap of every track, driven by `net` through the car's action
 /// mapping at max-speed setting `scale`.
-fn check_laps(
+pub(crate) fn check_laps(
     net: &Net,
     tracks: &[Track],
     mapper: &ActionMapper,

@@ -17,4 +17,6 @@ pub mod dataset;
 pub mod eval;
 pub mod export;
 pub mod net;
+pub mod ppo;
 pub mod report;
+pub mod reward;

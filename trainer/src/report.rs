@@ -8,32 +8,72 @@ use serde_json::{json, Value};
 
 use crate::dagger::IterStats;
 
-/// Write `report.json` (the run's settings, every iteration's figures and
-/// whatever `extra` holds, such as evaluation results) and `curves.svg`.
+/// Write `report.json` (which trainer, the run's settings, every iteration's
+/// or update's figures, and whatever `extra` holds, such as evaluation
+/// results) and `curves.svg`.
 pub fn write(
     dir: &Path,
+    trainer: &str,
     settings: Value,
-    history: &[IterStats],
+    history: Value,
+    wall_clock_s: Option<f64>,
     extra: Value,
+    curves: &str,
 ) -> std::io::Result<()> {
     let report = json!({
-        "trainer": "dagger-cnn",
+        "trainer": trainer,
         "settings": settings,
         "iterations": history,
-        "wall_clock_s": history.last().map(|s| s.elapsed_s),
+        "wall_clock_s": wall_clock_s,
         "result": extra,
     });
     let text = serde_json::to_string_pretty(&report).expect("report serialises");
     policy::metadata::write_atomic(&dir.join("report.json"), text.as_bytes())?;
-    policy::metadata::write_atomic(&dir.join("curves.svg"), svg(history).as_bytes())
+    policy::metadata::write_atomic(&dir.join("curves.svg"), curves.as_bytes())
 }
 
-/// Three panels over wall-clock time: training loss (log scale), check-lap
-/// progress, and off-track events per 1000 collected steps.
+/// One plotted series: title, colour, (wall-clock s, value) points, log scale.
+pub struct Panel<'a> {
+    pub title: &'a str,
+    pub colour: &'a str,
+    pub points: Vec<(f64, f64)>,
+    pub log: bool,
+}
+
+/// Imitation: training loss (log scale), check-lap progress, and off-track
+/// events per 1000 collected steps, over wall-clock time.
 pub fn svg(history: &[IterStats]) -> String {
+    let pts = |f: &dyn Fn(&IterStats) -> f64| history.iter().map(|s| (s.elapsed_s, f(s))).collect();
+    panels(&[
+        Panel {
+            title: "training loss (log scale)",
+            colour: "#1f5fbf",
+            points: pts(&|s| s.loss),
+            log: true,
+        },
+        Panel {
+            title: "check laps: mean progress %",
+            colour: "#1e8449",
+            points: pts(&|s| s.eval_progress),
+            log: false,
+        },
+        Panel {
+            title: "off-track per 1000 collected steps",
+            colour: "#c0392b",
+            points: pts(&|s| s.offtrack_per_1000),
+            log: false,
+        },
+    ])
+}
+
+/// Stacked panels sharing one wall-clock axis.
+pub fn panels(panels: &[Panel<'_>]) -> String {
     let (w, ph, pad) = (720.0, 200.0, 56.0);
-    let h = ph * 3.0 + 40.0;
-    let t_max = history.iter().map(|s| s.elapsed_s).fold(1.0, f64::max);
+    let h = ph * panels.len() as f64 + 40.0;
+    let t_max = panels
+        .iter()
+        .flat_map(|p| p.points.iter().map(|q| q.0))
+        .fold(1.0, f64::max);
     let x = |t: f64| pad + (w - 2.0 * pad) * t / t_max;
     let mut out = String::new();
     let _ = writeln!(
@@ -41,43 +81,17 @@ pub fn svg(history: &[IterStats]) -> String {
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>"##
     );
-    type Panel<'a> = (
-        &'a str,
-        &'a str,
-        Box<dyn Fn(&IterStats) -> Option<f64>>,
-        bool,
-    );
-    let panels: [Panel; 3] = [
-        (
-            "training loss (log scale)",
-            "#1f5fbf",
-            Box::new(|s| Some(s.loss)),
-            true,
-        ),
-        (
-            "check laps: mean progress %",
-            "#1e8449",
-            Box::new(|s| Some(s.eval_progress)),
-            false,
-        ),
-        (
-            "off-track per 1000 collected steps",
-            "#c0392b",
-            Box::new(|s| Some(s.offtrack_per_1000)),
-            false,
-        ),
-    ];
-    for (k, (title, colour, f, log)) in panels.iter().enumerate() {
+    for (k, panel) in panels.iter().enumerate() {
+        let (title, colour, log) = (panel.title, panel.colour, panel.log);
         let top = 20.0 + ph * k as f64;
         let bottom = top + ph - 36.0;
-        let pts: Vec<(f64, f64)> = history
+        let pts: Vec<(f64, f64)> = panel
+            .points
             .iter()
-            .filter_map(|s| {
-                f(s).filter(|v| v.is_finite() && (!log || *v > 0.0))
-                    .map(|v| (s.elapsed_s, v))
-            })
+            .copied()
+            .filter(|(_, v)| v.is_finite() && (!log || *v > 0.0))
             .collect();
-        let tf = |v: f64| if *log { v.log10() } else { v };
+        let tf = |v: f64| if log { v.log10() } else { v };
         let (lo, hi) = pts
             .iter()
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
@@ -85,17 +99,19 @@ pub fn svg(history: &[IterStats]) -> String {
             });
         let (lo, hi) = if pts.is_empty() {
             (0.0, 1.0)
-        } else if *log {
+        } else if log {
             (lo.floor(), hi.ceil().max(lo.floor() + 1.0))
         } else {
             (lo.min(0.0), if hi > lo.min(0.0) { hi } else { 1.0 })
         };
         let y = |v: f64| bottom - (bottom - top - 18.0) * (tf(v) - lo) / (hi - lo);
         let label = |v: f64| {
-            if *log {
+            if log {
                 format!("1e{}", v.round() as i32)
-            } else {
+            } else if v.abs() >= 10.0 || v == 0.0 {
                 format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
             }
         };
         let _ = writeln!(

@@ -252,3 +252,75 @@ fn the_same_seed_trains_the_same_model() {
     assert!(a == b, "two runs with --seed 7 exported different models");
     assert!(a != c, "--seed 7 and --seed 8 exported the same model");
 }
+
+#[test]
+fn ppo_with_a_racers_reward_file_writes_a_model_and_a_broken_one_stops_training() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::write(
+        d.join("hyperparameters.json"),
+        r#"{"batch_size": 64, "num_episodes_between_training": 8, "num_epochs": 1, "term_cond_max_episodes": 16}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("centre.py"),
+        "def reward_function(params):\n    if params['distance_from_center'] <= 0.25 * params['track_width']:\n        return 1.0\n    return 1e-3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("broken.py"),
+        "def reward_function(params):\n    if params['steps'] > 5:\n        return params['no_such_key']\n    return 1.0\n",
+    )
+    .unwrap();
+    let ppo = |reward: &str, out: &str| {
+        let mut c = trainer();
+        c.args([
+            "train",
+            "--algo",
+            "ppo",
+            "--track",
+            "oval",
+            "--time-budget",
+            "5",
+            "--reward",
+        ])
+        .arg(d.join(reward))
+        .arg("--hyperparameters")
+        .arg(d.join("hyperparameters.json"))
+        .arg("--out")
+        .arg(d.join(out));
+        c
+    };
+    run_ok(&mut ppo("centre.py", "m"));
+    let out = d.join("m");
+    for f in [
+        "model.onnx",
+        "model_metadata.json",
+        "report.json",
+        "curves.svg",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let r = report(&out);
+    assert_eq!(r["trainer"], "ppo-cnn");
+    assert_eq!(
+        r["settings"]["hyperparameters"]["num_episodes_between_training"],
+        8
+    );
+    let updates = r["iterations"].as_array().unwrap();
+    assert_eq!(updates.len(), 2, "16 episodes, 8 per update");
+    assert!(std::fs::read_to_string(out.join("curves.svg"))
+        .unwrap()
+        .contains("policy entropy"));
+
+    let e = run_err(&mut ppo("broken.py", "b"));
+    assert!(
+        e.contains("broken.py:3:") && e.contains("KeyError") && e.contains("'no_such_key'"),
+        "{e}"
+    );
+    assert!(e.contains("params: {") && e.contains("\"steps\":6"), "{e}");
+    assert!(
+        !d.join("b").join("model.onnx").exists(),
+        "a failed run exported a model"
+    );
+}

@@ -9,7 +9,8 @@ use serde_json::json;
 use sim::Track;
 use trainer::dagger::{self, IterStats, Progress, TrainConfig};
 use trainer::net::NetKind;
-use trainer::{actions, eval, export, report};
+use trainer::reward::Reward;
+use trainer::{actions, eval, export, ppo, report};
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +22,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once at start-up: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Imitation of the simulator's expert driver with DAgger; writes
@@ -66,9 +69,24 @@ enum Cmd {
         eval_track: Vec<String>,
         #[arg(long, default_value_t = 3)]
         eval_laps: usize,
-        /// Max-speed setting (percent) for the check laps and the evaluation.
+        /// Max-speed setting (percent) for the check laps and the evaluation
+        /// (and, with PPO, for training).
         #[arg(long, default_value_t = 60.0)]
         max_speed: f64,
+        /// `dagger` (imitation of the simulator's expert) or `ppo`
+        /// (reinforcement learning with a DeepRacer reward function).
+        #[arg(long, default_value = "dagger")]
+        algo: String,
+        /// PPO reward: a .py file defining reward_function(params) (run
+        /// unchanged), or a preset: centre-line, borders, zigzag, progress.
+        #[arg(long, default_value = "centre-line")]
+        reward: String,
+        /// PPO: a deepracer-for-cloud hyperparameters.json (default: the console's).
+        #[arg(long)]
+        hyperparameters: Option<PathBuf>,
+        /// PPO: start from an imitation run's output folder (its checkpoint/best.bpk).
+        #[arg(long)]
+        init: Option<PathBuf>,
     },
     /// Drive laps with an exported model through the car's own preprocessing
     /// and action mapping, as the DeepRacer console's evaluation.
@@ -120,6 +138,10 @@ fn main() -> Result<()> {
             eval_track,
             eval_laps,
             max_speed,
+            algo,
+            reward,
+            hyperparameters,
+            init,
         } => {
             let kind = NetKind::parse(&net)
                 .with_context(|| format!("--net {net}: expected `small` or `shallow`"))?;
@@ -140,11 +162,144 @@ fn main() -> Result<()> {
             };
             let tracks = resolve(&names, "--track")?;
             let eval_tracks = resolve(&eval_track, "--eval-track")?;
-            let mut cfg = TrainConfig::new(tracks, kind, space.clone());
-            cfg.seed = seed;
             // Keep time for export and the final evaluation laps.
             let reserve = 10.0 + 4.0 * (eval_tracks.len() * eval_laps) as f64;
-            cfg.time_budget = Duration::from_secs_f64((time_budget * 60.0 - reserve).max(1.0));
+            let budget = Duration::from_secs_f64((time_budget * 60.0 - reserve).max(1.0));
+            let evaluate = |out: &std::path::Path| -> Result<Vec<eval::EvalReport>> {
+                let backend = Backend::init(BackendChoice::Tract, None)?;
+                let mut results = Vec::new();
+                for t in &eval_tracks {
+                    let r =
+                        eval::evaluate(out, &backend, t, eval_laps, (max_speed / 100.0) as f32, 0)
+                            .with_context(|| {
+                                format!("evaluating {} on {}", out.display(), t.name())
+                            })?;
+                    eprintln!(
+                        "eval {}: {}/{} laps, times {:?} s, {} off-track",
+                        r.track, r.laps_completed, eval_laps, r.lap_times_s, r.offtrack_events
+                    );
+                    results.push(r);
+                }
+                Ok(results)
+            };
+            match algo.as_str() {
+                "dagger" => {}
+                "ppo" => {
+                    let hyper = match &hyperparameters {
+                        Some(p) => ppo::Hyper::from_file(p).map_err(anyhow::Error::msg)?,
+                        None => ppo::Hyper::default(),
+                    };
+                    let reward_fn = Reward::parse(&reward)?;
+                    let cfg = ppo::PpoConfig {
+                        tracks,
+                        net: kind,
+                        space: space.clone(),
+                        reward: reward_fn,
+                        hyper,
+                        seed,
+                        time_budget: budget,
+                        envs: 16,
+                        max_episode_steps: 2000,
+                        speed_scale: max_speed / 100.0,
+                        randomization: if no_randomization {
+                            sim::Randomization::none()
+                        } else {
+                            sim::Randomization::standard()
+                        },
+                        init: init.map(|d| d.join("checkpoint").join("best.bpk")),
+                    };
+                    std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
+                    let t0 = std::time::Instant::now();
+                    let budget_s = budget.as_secs_f64();
+                    let r = ppo::train(&cfg, |u| {
+                        let frac = (u.elapsed_s / budget_s).min(1.0);
+                        let bar: String = (0..24)
+                            .map(|i| if (i as f64) < frac * 24.0 { '#' } else { '.' })
+                            .collect();
+                        eprintln!(
+                            "[{bar}] {} elapsed, ETA {} | update {} episodes {} reward {:.1} progress {:.0}% entropy {:.3} | check laps {:.0}% off-track {}{}",
+                            mmss(u.elapsed_s),
+                            mmss(budget_s - u.elapsed_s),
+                            u.update,
+                            u.episodes,
+                            u.reward_mean,
+                            u.progress_mean,
+                            u.entropy,
+                            u.eval_progress,
+                            u.eval_offtrack,
+                            u.eval_lap_time_s.map_or(String::new(), |t| format!(" lap {t:.2}s"))
+                        );
+                    })?;
+                    export::write(&out, &r.net, kind, &space)
+                        .with_context(|| format!("writing the model to {}", out.display()))?;
+                    let results = evaluate(&out)?;
+                    let pts = |f: &dyn Fn(&ppo::UpdateStats) -> f64| {
+                        r.history
+                            .iter()
+                            .map(|s| (s.elapsed_s, f(s)))
+                            .collect::<Vec<_>>()
+                    };
+                    let curves = report::panels(&[
+                        report::Panel {
+                            title: "mean reward per episode",
+                            colour: "#1f5fbf",
+                            points: pts(&|s| s.reward_mean),
+                            log: false,
+                        },
+                        report::Panel {
+                            title: "mean progress per episode %",
+                            colour: "#1e8449",
+                            points: pts(&|s| s.progress_mean),
+                            log: false,
+                        },
+                        report::Panel {
+                            title: "policy entropy",
+                            colour: "#8e44ad",
+                            points: pts(&|s| s.entropy),
+                            log: false,
+                        },
+                    ]);
+                    let settings = json!({
+                        "algo": "ppo",
+                        "tracks": names,
+                        "net": kind.as_str(),
+                        "action_space": action_space,
+                        "reward": reward,
+                        "hyperparameters": cfg.hyper,
+                        "seed": seed,
+                        "time_budget_min": time_budget,
+                        "max_speed_pct": max_speed,
+                        "randomization": cfg.randomization,
+                    });
+                    let extra = json!({
+                        "best_update": r.best_update,
+                        "first_clean_check_laps_s": r.first_lap_s,
+                        "wall_clock_to_export_s": t0.elapsed().as_secs_f64(),
+                        "evaluation": results,
+                    });
+                    report::write(
+                        &out,
+                        "ppo-cnn",
+                        settings,
+                        serde_json::to_value(&r.history)?,
+                        r.history.last().map(|s| s.elapsed_s),
+                        extra,
+                        &curves,
+                    )
+                    .with_context(|| format!("writing the report to {}", out.display()))?;
+                    eprintln!(
+                        "wrote {} (best update {}; first clean laps of every training track after {})",
+                        out.display(),
+                        r.best_update,
+                        r.first_lap_s.map_or("none".into(), mmss)
+                    );
+                    return Ok(());
+                }
+                other => bail!("--algo {other}: expected dagger or ppo"),
+            }
+            let mut cfg = TrainConfig::new(tracks, kind, space.clone());
+            cfg.seed = seed;
+            cfg.time_budget = budget;
             if let Some(n) = iterations {
                 cfg.max_iterations = n;
             }
@@ -173,17 +328,7 @@ fn main() -> Result<()> {
             export::write(&out, &trained.net, kind, &space)
                 .with_context(|| format!("writing the model to {}", out.display()))?;
 
-            let backend = Backend::init(BackendChoice::Tract, None)?;
-            let mut results = Vec::new();
-            for t in &eval_tracks {
-                let r = eval::evaluate(&out, &backend, t, eval_laps, (max_speed / 100.0) as f32, 0)
-                    .with_context(|| format!("evaluating {} on {}", out.display(), t.name()))?;
-                eprintln!(
-                    "eval {}: {}/{} laps, times {:?} s, {} off-track",
-                    r.track, r.laps_completed, eval_laps, r.lap_times_s, r.offtrack_events
-                );
-                results.push(r);
-            }
+            let results = evaluate(&out)?;
             let settings = json!({
                 "tracks": names,
                 "net": kind.as_str(),
@@ -204,8 +349,16 @@ fn main() -> Result<()> {
                 "samples": trained.samples,
                 "evaluation": results,
             });
-            report::write(&out, settings, &trained.history, extra)
-                .with_context(|| format!("writing the report to {}", out.display()))?;
+            report::write(
+                &out,
+                "dagger-cnn",
+                settings,
+                serde_json::to_value(&trained.history)?,
+                trained.history.last().map(|s| s.elapsed_s),
+                extra,
+                &report::svg(&trained.history),
+            )
+            .with_context(|| format!("writing the report to {}", out.display()))?;
             eprintln!(
                 "wrote {} (best iteration {}, {} samples)",
                 out.display(),
