@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Suite "trainer": the trainer crate (burn; a ~20-minute cold release build,
 # then cached in CARGO_TARGET_DIR). Clippy and its tests (release: training
-# in a debug build would crawl), then the bundled default model, which the
+# in a debug build would crawl; they include imitation, PPO and Python
+# reward files), then the bundled default model, which the
 # trainer made, must drive 3 of 3 laps of re:Invent 2018 through the car's
 # own code (`car-trainer eval`). TRAINER_FULL=1 also trains a model from
 # nothing on the project's own tracks and evaluates it on the shared ones
@@ -11,6 +12,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
 ensure_cargo || exit 1
+# pyo3 embeds CPython for racers' reward files: it links libpython3.
+ensure_apt python3-dev || { echo "skipped: cannot install python3-dev (libpython3 for the embedded reward functions)"; exit 77; }
 
 # burn must never reach the car: it is a 20-minute build the daemon never needs.
 if cargo tree --locked -p car-runtime -e normal,build | grep -q 'burn'; then

@@ -234,3 +234,28 @@ fn presets_follow_the_console_examples() {
     p.is_offtrack = false;
     assert_eq!(Preset::Progress.reward(&p), 0.5);
 }
+
+#[test]
+fn the_example_reward_file_runs_and_rewards_good_driving() {
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let r = Reward::parse(
+        dir.join("examples/rewards/centre_and_heading.py")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut sim = Sim::new(Track::builtin("technical").unwrap(), SimConfig::default());
+    sim.reset(0);
+    let expert = Expert::new(1.5);
+    let mut total = 0.0;
+    for _ in 0..100 {
+        let a = expert.act(&sim);
+        let p = sim.step(a).params.clone();
+        let v = r.call(&p).unwrap();
+        assert!((1e-3..=1.001).contains(&v), "{v}");
+        total += v;
+    }
+    // The expert drives on the line, along the track.
+    assert!(total / 100.0 > 0.8, "mean reward {}", total / 100.0);
+}

@@ -313,6 +313,33 @@ fn ppo_with_a_racers_reward_file_writes_a_model_and_a_broken_one_stops_training(
         .unwrap()
         .contains("policy entropy"));
 
+    // Discrete actions (categorical policy), warm-started from an imitation run.
+    run_ok(
+        trainer()
+            .args([
+                "train",
+                "--track",
+                "oval",
+                "--iterations",
+                "1",
+                "--samples",
+                "300",
+            ])
+            .args(["--train-steps", "5", "--action-space", "discrete", "--out"])
+            .arg(d.join("imitation")),
+    );
+    let mut c = ppo("centre.py", "d");
+    c.args(["--action-space", "discrete", "--init"])
+        .arg(d.join("imitation"));
+    run_ok(&mut c);
+    let meta = std::fs::read_to_string(d.join("d/model_metadata.json")).unwrap();
+    assert!(meta.contains("\"discrete\""), "{meta}");
+    // A warm start must be the same network: a continuous run cannot start from it.
+    let mut c = ppo("centre.py", "w");
+    c.arg("--init").arg(d.join("imitation"));
+    let e = run_err(&mut c);
+    assert!(e.contains("best.bpk") && e.contains("2 outputs"), "{e}");
+
     let e = run_err(&mut ppo("broken.py", "b"));
     assert!(
         e.contains("broken.py:3:") && e.contains("KeyError") && e.contains("'no_such_key'"),
