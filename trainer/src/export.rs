@@ -26,13 +26,18 @@ pub enum ExportError {
 }
 
 /// ONNX bytes for `net`: input `[1, 1, 120, 160]` raw 0-255 (NCHW), output
-/// `[1, outputs]`: continuous means, or discrete logits (the car takes the
-/// argmax, which softmax would not change; burn-onnx has no Softmax).
-pub fn onnx_bytes(net: &Net) -> Result<Vec<u8>, ExportError> {
+/// `[1, outputs]`: continuous means clipped to [-1, 1], or discrete logits
+/// (the car takes the argmax, which softmax would not change; burn-onnx has
+/// no Softmax).
+pub fn onnx_bytes(net: &Net, space: &ActionSpace) -> Result<Vec<u8>, ExportError> {
     let device = Device::flex();
     let net = net.valid().to_device(&device);
     let sample = Tensor::<4>::zeros([1, 1, INPUT_H, INPUT_W], &device);
-    let model = OnnxExporter::new().export(&net, sample, Net::forward)?;
+    let forward = match space {
+        ActionSpace::Continuous { .. } => Net::forward_clipped,
+        ActionSpace::Discrete(_) => Net::forward,
+    };
+    let model = OnnxExporter::new().export(&net, sample, forward)?;
     Ok(policy::export::rename_io(
         model.as_bytes(),
         INPUT_NAME,
@@ -42,7 +47,7 @@ pub fn onnx_bytes(net: &Net) -> Result<Vec<u8>, ExportError> {
 
 /// Write `dir/model.onnx` and `dir/model_metadata.json`, each atomically.
 pub fn write(dir: &Path, net: &Net, kind: NetKind, space: &ActionSpace) -> Result<(), ExportError> {
-    let bytes = onnx_bytes(net)?;
+    let bytes = onnx_bytes(net, space)?;
     let mut meta = ModelMetadata::new(space.clone());
     meta.neural_network = kind.metadata_name();
     policy::export::write_model_dir(dir, &bytes, &meta)?;

@@ -112,6 +112,20 @@ impl Net {
     }
 }
 
+impl Net {
+    /// The forward pass exported for continuous action spaces: the means
+    /// clipped to [-1, 1], the range the car maps onto the action space
+    /// (it clips again, so a model exported either way drives the same).
+    pub fn forward_clipped(&self, x: Tensor<4>) -> Tensor<2> {
+        // clip(y) = relu(y + 1) - relu(y - 1) - 1: burn-onnx 0.22 cannot
+        // export `clamp`, and these operations it can.
+        let y = self.forward(x);
+        relu(y.clone().add_scalar(1.0))
+            .sub(relu(y.sub_scalar(1.0)))
+            .sub_scalar(1.0)
+    }
+}
+
 /// Run `net` on `n` grey frames (`n * INPUT_LEN` raw bytes) and return the
 /// outputs row-major.
 pub fn infer(net: &Net, frames: &[u8], n: usize, device: &Device) -> Vec<f32> {

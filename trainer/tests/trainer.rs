@@ -65,7 +65,11 @@ fn exported_networks_compute_on_the_car_what_they_computed_in_training() {
         assert_eq!(report.output_len, n);
         for (track, p) in [("oval", 10.0), ("technical", 55.0)] {
             let img = frame(track, p);
-            let want = net::infer(&net, &img, 1, &device);
+            let mut want = net::infer(&net, &img, 1, &device);
+            if kind == NetKind::Small {
+                // Continuous: the exported graph clips the means as the car does.
+                want.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
+            }
             let got = car_outputs(&dir, &img);
             assert_eq!(got.len(), n);
             for (a, b) in got.iter().zip(&want) {
