@@ -22,7 +22,7 @@ use policy::{ActionMapper, ActionSpace};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use sim::{Channels, Expert, LapRunner, Randomization, Sim, SimConfig, StartPolicy, Track};
+use sim::{Expert, LapRunner, Randomization, Sim, SimConfig, StartPolicy, Track};
 
 use crate::actions::{Label, Targets};
 use crate::dataset::{Batch, Dataset};
@@ -358,14 +358,10 @@ pub fn train(
                     car.steps_left = cfg.episode_steps;
                     car.noise = 0.0;
                 }
-                car.sim
-                    .render_into(
-                        &mut frames[i * INPUT_LEN..(i + 1) * INPUT_LEN],
-                        INPUT_W,
-                        INPUT_H,
-                        Channels::Gray,
-                    )
-                    .expect("frame buffer sized for the network input");
+                net::render(
+                    &mut car.sim,
+                    &mut frames[i * INPUT_LEN..(i + 1) * INPUT_LEN],
+                );
             }
             let outputs = infer_net
                 .as_ref()
@@ -491,7 +487,8 @@ pub fn train(
     })
 }
 
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
+/// Standard normal (Box-Muller) from the run's seeded generator.
+pub(crate) fn normal(rng: &mut ChaCha8Rng) -> f64 {
     let u: f64 = rng.random_range(1e-12..1.0);
     let v: f64 = rng.random();
     (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
@@ -552,10 +549,7 @@ pub(crate) fn check_laps(
         // Three times the lap at a crawl of 20 % of the setting's top speed.
         let budget = (track.length() / (0.2 * scale * car.max_speed_mps) * sim::STEP_HZ) as u64;
         while runner.laps_completed() < 1 && runner.steps() < budget {
-            runner
-                .sim_mut()
-                .render_into(&mut frame, INPUT_W, INPUT_H, Channels::Gray)
-                .expect("frame buffer sized for the network input");
+            net::render(runner.sim_mut(), &mut frame);
             let o = net::infer(net, &frame, 1, device);
             let m = mapper.map(&o, scale as f32);
             runner.step(commands_to_action(

@@ -126,6 +126,13 @@ impl Net {
     }
 }
 
+/// Render the simulated camera as the networks see it (160x120 grey) into
+/// `out` (`INPUT_LEN` bytes).
+pub fn render(sim: &mut sim::Sim, out: &mut [u8]) {
+    sim.render_into(out, INPUT_W, INPUT_H, sim::Channels::Gray)
+        .expect("frame buffer sized for the network input");
+}
+
 /// Run `net` on `n` grey frames (`n * INPUT_LEN` raw bytes) and return the
 /// outputs row-major.
 pub fn infer(net: &Net, frames: &[u8], n: usize, device: &Device) -> Vec<f32> {

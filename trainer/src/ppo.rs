@@ -18,9 +18,9 @@ use policy::{ActionMapper, ActionSpace};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use sim::{Channels, Randomization, Sim, SimConfig, StartPolicy, Track};
+use sim::{Randomization, Sim, SimConfig, StartPolicy, Track};
 
-use crate::dagger::check_laps;
+use crate::dagger::{check_laps, normal};
 use crate::eval::commands_to_action;
 use crate::net::{self, Net, NetKind, INPUT_H, INPUT_LEN, INPUT_W};
 use crate::reward::{Reward, RewardError};
@@ -314,14 +314,7 @@ pub fn train(
         let mut done: Vec<Traj> = Vec::new();
         while done.len() < h.num_episodes_between_training {
             for (i, e) in envs.iter_mut().enumerate() {
-                e.sim
-                    .render_into(
-                        &mut frames[i * INPUT_LEN..(i + 1) * INPUT_LEN],
-                        INPUT_W,
-                        INPUT_H,
-                        Channels::Gray,
-                    )
-                    .expect("frame buffer sized for the network input");
+                net::render(&mut e.sim, &mut frames[i * INPUT_LEN..(i + 1) * INPUT_LEN]);
             }
             let out = net::infer(&policy.net, &frames, envs.len(), &device);
             for (i, e) in envs.iter_mut().enumerate() {
@@ -337,8 +330,8 @@ pub fn train(
                     )
                 } else {
                     let a = [
-                        o[0] + std[0] * normal(&mut rng),
-                        o[1] + std[1] * normal(&mut rng),
+                        o[0] + std[0] * normal(&mut rng) as f32,
+                        o[1] + std[1] * normal(&mut rng) as f32,
                     ];
                     let lp = (0..2)
                         .map(|j| {
@@ -542,12 +535,6 @@ pub fn train(
         history,
         first_lap_s,
     })
-}
-
-fn normal(rng: &mut ChaCha8Rng) -> f32 {
-    let u: f64 = rng.random_range(1e-12..1.0);
-    let v: f64 = rng.random();
-    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
 }
 
 fn log_softmax_at(logits: &[f32], k: usize) -> f32 {
