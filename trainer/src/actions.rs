@@ -217,10 +217,6 @@ impl Targets {
         }
     }
 
-    pub fn space(&self) -> &ActionSpace {
-        &self.space
-    }
-
     pub fn outputs(&self) -> usize {
         self.space.output_len()
     }
