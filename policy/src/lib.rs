@@ -23,6 +23,7 @@ pub mod metadata;
 pub mod model;
 pub mod policy;
 pub mod preprocess;
+mod rewrite;
 
 pub use action::{ActionMapper, MappedAction};
 pub use backend::{Backend, BackendChoice, BackendError, BackendKind};

@@ -129,8 +129,24 @@ impl Policy {
         } else {
             builder
         };
+        let widened = if kind == BackendKind::OnnxRuntime {
+            crate::rewrite::widen_scalar_constants(bytes)
+        } else {
+            None
+        };
+        if let Some((_, w)) = &widened {
+            for (node, constant, rank) in &w.constants {
+                tracing::debug!(
+                    file,
+                    node,
+                    constant,
+                    rank,
+                    "constant widened for ONNX Runtime's fast broadcast"
+                );
+            }
+        }
         let session = builder
-            .commit_from_memory(bytes)
+            .commit_from_memory(widened.as_ref().map_or(bytes, |(b, _)| b.as_slice()))
             .map_err(|e| gerr(e.to_string()))?;
         if session.inputs().len() != 1 {
             return Err(ModelError::Input {
