@@ -64,6 +64,15 @@ pub(super) struct HuffTable {
     /// Indexed by the next FAST_BITS bits: `len << 8 | symbol`, or 0 when
     /// the code is longer than FAST_BITS (or invalid).
     fast: [u16; 1 << FAST_BITS],
+    /// Same index, for blocks that are only moved past (chroma): the bits
+    /// the symbol and its magnitude take together `<< 8 |` how far the
+    /// coefficient index advances (run + 1; 16 for ZRL; 64 for EOB, which
+    /// ends the block). One lookup and one shift per coefficient. 0 =
+    /// take the slow path.
+    skip: [u16; 1 << FAST_BITS],
+    /// AC table (run/size symbols) or DC table (magnitude categories):
+    /// decides what `skip` holds.
+    ac: bool,
     /// `maxcode[l]`: one past the last code of length `l`, left-aligned to 16
     /// bits, so a 16-bit peek below it has a code of length <= l. Index 17 is
     /// a sentinel that stops the search.
@@ -78,9 +87,11 @@ pub(super) struct HuffTable {
 }
 
 impl HuffTable {
-    pub(super) fn empty() -> Self {
+    pub(super) fn empty(ac: bool) -> Self {
         HuffTable {
             fast: [0; 1 << FAST_BITS],
+            skip: [0; 1 << FAST_BITS],
+            ac,
             maxcode: [0; 18],
             valoffset: [0; 17],
             vals: [0; 256],
@@ -101,6 +112,7 @@ impl HuffTable {
             return Err(JpegError::Corrupt("DHT: bad symbol count"));
         }
         self.fast.fill(0);
+        self.skip.fill(0);
         self.counts = *counts;
         self.vals[..total].copy_from_slice(vals);
         self.nvals = total;
@@ -116,6 +128,9 @@ impl HuffTable {
                     let first = (code << shift) as usize;
                     let entry = (l as u16) << 8 | vals[k] as u16;
                     self.fast[first..first + (1 << shift)].fill(entry);
+                    if let Some(e) = self.skip_entry(l, vals[k]) {
+                        self.skip[first..first + (1 << shift)].fill(e);
+                    }
                 }
                 code += 1;
                 k += 1;
@@ -129,11 +144,36 @@ impl HuffTable {
         self.maxcode[17] = u32::MAX;
         Ok(())
     }
+
+    /// The `skip` entry for a code of length `l` and its symbol; None for
+    /// symbols the slow path must judge (a DC category above 11).
+    fn skip_entry(&self, l: u32, sym: u8) -> Option<u16> {
+        let (bits, adv) = if self.ac {
+            let (r, s) = (sym >> 4, sym & 15);
+            let adv = match (r, s) {
+                (_, 1..) => r + 1,
+                (15, 0) => 16,
+                _ => 64,
+            };
+            (l + s as u32, adv)
+        } else if sym <= 11 {
+            (l + sym as u32, 0)
+        } else {
+            return None;
+        };
+        Some((bits as u16) << 8 | adv as u16)
+    }
 }
 
 /// Reads bits from an entropy-coded segment: removes 0xFF00 stuffing, stops
 /// at a marker (then feeds zeros, as decoders conventionally do) and counts
 /// zero bytes fed past the end of the input, which means truncation.
+///
+/// `Copy`, and every out-of-line (cold) method takes and returns the reader
+/// by value: a `&mut self` passed to a function that is not inlined lets
+/// the reader's address escape, and the compiler then keeps the bit buffer
+/// in memory, adding a store-to-load round trip to every symbol.
+#[derive(Clone, Copy)]
 pub(super) struct BitReader<'a> {
     data: &'a [u8],
     pub(super) pos: usize,
@@ -182,11 +222,12 @@ impl<'a> BitReader<'a> {
                 return;
             }
         }
-        self.refill_slow();
+        *self = self.refill_slow();
     }
 
     #[cold]
-    fn refill_slow(&mut self) {
+    #[inline(never)]
+    fn refill_slow(mut self) -> Self {
         while self.nbits <= 56 {
             let byte = if self.marker {
                 0
@@ -218,6 +259,7 @@ impl<'a> BitReader<'a> {
             self.buf |= (byte as u64) << (56 - self.nbits);
             self.nbits += 8;
         }
+        self
     }
 
     #[inline(always)]
@@ -235,22 +277,66 @@ impl<'a> BitReader<'a> {
             self.consume((e >> 8) as u32);
             return Ok(e as u8);
         }
-        self.symbol_slow(t)
+        let (r, sym) = self.symbol_slow(t);
+        *self = r;
+        sym
+    }
+
+    /// Moves past one symbol and its magnitude bits; returns how far the
+    /// coefficient index advances (see `HuffTable::skip`). Needs `ensure()`
+    /// first.
+    #[inline(always)]
+    pub(super) fn skip_coefficient(&mut self, t: &HuffTable) -> Result<u32, JpegError> {
+        let e = t.skip[(self.buf >> (64 - FAST_BITS)) as usize];
+        if e != 0 {
+            self.consume((e >> 8) as u32);
+            return Ok((e & 0xFF) as u32);
+        }
+        let (r, adv) = self.skip_slow(t);
+        *self = r;
+        adv
     }
 
     #[cold]
-    fn symbol_slow(&mut self, t: &HuffTable) -> Result<u8, JpegError> {
+    #[inline(never)]
+    fn skip_slow(self, t: &HuffTable) -> (Self, Result<u32, JpegError>) {
+        let (mut r, sym) = self.symbol_slow(t);
+        let sym = match sym {
+            Ok(s) => s,
+            Err(e) => return (r, Err(e)),
+        };
+        if !t.ac {
+            if sym > 11 {
+                let e = JpegError::Corrupt("entropy data: DC magnitude above 11 bits");
+                return (r, Err(e));
+            }
+            r.consume(sym as u32);
+            return (r, Ok(0));
+        }
+        r.consume((sym & 15) as u32);
+        let adv = match (sym >> 4, sym & 15) {
+            (run, 1..) => run as u32 + 1,
+            (15, 0) => 16,
+            _ => 64,
+        };
+        (r, Ok(adv))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn symbol_slow(mut self, t: &HuffTable) -> (Self, Result<u8, JpegError>) {
         let c = (self.buf >> 48) as u32;
         let mut l = FAST_BITS as usize + 1;
         while c >= t.maxcode[l] {
             l += 1;
         }
         if l > 16 {
-            return Err(JpegError::Corrupt("entropy data: invalid Huffman code"));
+            let e = JpegError::Corrupt("entropy data: invalid Huffman code");
+            return (self, Err(e));
         }
         let idx = (c >> (16 - l)) as i32 + t.valoffset[l];
         self.consume(l as u32);
-        Ok(t.vals[(idx as usize) & 255])
+        (self, Ok(t.vals[(idx as usize) & 255]))
     }
 
     #[inline(always)]
@@ -274,13 +360,15 @@ impl<'a> BitReader<'a> {
     }
 
     /// True when the decoder used bits that were never in the input.
+    #[inline(always)]
     pub(super) fn overran(&self) -> bool {
         self.eof_pad * 8 > self.nbits
     }
 
     /// Drops buffered bits and moves to the next marker, which must be RSTn
     /// (a restart interval ends byte-aligned right before it).
-    pub(super) fn restart(&mut self) -> Result<(), JpegError> {
+    #[inline(never)]
+    pub(super) fn restart(mut self) -> Result<Self, JpegError> {
         let d = self.data;
         let mut i = self.pos;
         loop {
@@ -301,6 +389,6 @@ impl<'a> BitReader<'a> {
         self.buf = 0;
         self.nbits = 0;
         self.marker = false;
-        Ok(())
+        Ok(self)
     }
 }

@@ -262,8 +262,8 @@ impl JpegDecoder {
     pub fn new() -> Self {
         JpegDecoder {
             qt: [[0.0; 64]; 4],
-            dc: std::array::from_fn(|_| HuffTable::empty()),
-            ac: std::array::from_fn(|_| HuffTable::empty()),
+            dc: std::array::from_fn(|_| HuffTable::empty(false)),
+            ac: std::array::from_fn(|_| HuffTable::empty(true)),
             basis: [
                 idct::basis(8),
                 idct::basis(4),
@@ -538,6 +538,12 @@ impl JpegDecoder {
             )
         };
         let plan = &plan[..nplan];
+        // Each block's tables, looked up once per scan, not per block.
+        let mut tables = [(&dc[0], &ac[0], false); 10];
+        for (t, &(ci, _, _)) in tables.iter_mut().zip(plan) {
+            let c = &scan.comps[ci as usize];
+            *t = (&dc[c.td as usize], &ac[c.ta as usize], c.luma);
+        }
 
         let mut br = BitReader::new(jpeg, pos);
         let mut luma_pred = 0i32;
@@ -549,14 +555,12 @@ impl JpegDecoder {
                     if br.overran() {
                         return Err(JpegError::Truncated("entropy-coded data"));
                     }
-                    br.restart()?;
+                    br = br.restart()?;
                     luma_pred = 0;
                 }
                 mcu += 1;
-                for &(ci, bx, by) in plan {
-                    let c = &scan.comps[ci as usize];
-                    let (dct, act) = (&dc[c.td as usize], &ac[c.ta as usize]);
-                    if !c.luma {
+                for (&(_, bx, by), &(dct, act, luma)) in plan.iter().zip(&tables) {
+                    if !luma {
                         skip_block(&mut br, dct, act)?;
                         continue;
                     }
@@ -582,10 +586,18 @@ impl JpegDecoder {
                             }
                         }
                     }
-                    for u in 0..8 {
-                        if rows & (1 << u) != 0 {
-                            blk[u * 8..u * 8 + 8].fill(0.0);
+                    if has_ac {
+                        let mut r = rows;
+                        while r != 0 {
+                            let u = r.trailing_zeros() as usize;
+                            // Fixed-size stores, not a memset call per row.
+                            let row: &mut [f32; 8] =
+                                (&mut blk[u * 8..u * 8 + 8]).try_into().expect("8 floats");
+                            *row = [0.0; 8];
+                            r &= r - 1;
                         }
+                    } else {
+                        blk[0] = 0.0;
                     }
                 }
             }
@@ -758,27 +770,11 @@ fn luma_block(
 #[inline(always)]
 fn skip_block(br: &mut BitReader, dc: &HuffTable, ac: &HuffTable) -> Result<(), JpegError> {
     br.ensure();
-    let s = br.symbol(dc)? as u32;
-    if s > 11 {
-        return Err(JpegError::Corrupt(
-            "entropy data: DC magnitude above 11 bits",
-        ));
-    }
-    br.consume(s);
+    br.skip_coefficient(dc)?;
     let mut k = 1u32;
     while k < 64 {
         br.ensure();
-        let rs = br.symbol(ac)?;
-        let (r, s) = ((rs >> 4) as u32, (rs & 15) as u32);
-        if s == 0 {
-            if r != 15 {
-                break;
-            }
-            k += 16;
-        } else {
-            br.consume(s);
-            k += r + 1;
-        }
+        k += br.skip_coefficient(ac)?;
     }
     Ok(())
 }
