@@ -1,6 +1,9 @@
 //! Choosing the ONNX inference engine behind `ort`: ONNX Runtime loaded at
 //! run time, or the pure-Rust tract. `ort::set_api` is process-global and
 //! one-shot, so the choice is made once per process by `Backend::init`.
+//! With tract, `ort` is pointed at `ort-tract` so that every `ort` call
+//! stays valid, but `Policy` runs ONNX graphs on tract-onnx itself (see
+//! `Policy::from_onnx_tract`: `ort` leaks per run through the shim).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

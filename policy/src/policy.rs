@@ -23,22 +23,22 @@ pub enum PolicyError {
 struct OrtRunner {
     session: Session,
     input: OrtTensor<f32>,
-    /// ONNX Runtime writes into a preallocated output tensor; tract's `ort`
-    /// shim ignores preallocated outputs, so it runs without.
+    /// ONNX Runtime writes into a preallocated output tensor.
     run_options: Option<RunOptions<HasSelectedOutputs>>,
 }
 
-type TfPlan = Arc<TypedSimplePlan>;
+type TractPlan = Arc<TypedSimplePlan>;
 
-struct TfRunner {
+/// tract directly: TensorFlow graphs, and ONNX graphs on the tract backend.
+struct TractRunner {
     state: TypedSimpleState,
     shape: [usize; 4],
-    _plan: TfPlan,
+    _plan: TractPlan,
 }
 
 enum Runner {
     Ort(OrtRunner),
-    Tf(TfRunner),
+    Tract(TractRunner),
 }
 
 /// One model, loaded and optimised, with its input and output sizes fixed.
@@ -111,6 +111,9 @@ impl Policy {
             message: m,
         };
         let kind = backend.kind();
+        if kind == BackendKind::Tract {
+            return Self::from_onnx_tract(bytes, file);
+        }
         let builder = Session::builder(backend.environment()).map_err(|e| gerr(e.to_string()))?;
         // tract only optimises the graph when the level is not DISABLE_ALL
         // (5x faster); for ONNX Runtime Level3 is its full optimisation.
@@ -208,6 +211,56 @@ impl Policy {
             spec,
             output_len: 0,
             backend: kind.name(),
+        })
+    }
+
+    /// ONNX on tract through tract-onnx itself, not through `ort`'s tract
+    /// shim: `ort` 2.0.0-rc.14 leaks an `OrtTypeInfo` (two heap blocks, 56
+    /// bytes) for every output of every run whose output it did not
+    /// preallocate, and the shim cannot take preallocated outputs, so the
+    /// car leaked on every frame. Same engine, same optimisation.
+    fn from_onnx_tract(bytes: &[u8], file: &str) -> Result<Policy, ModelError> {
+        let gerr = |m: String| ModelError::Graph {
+            file: file.to_string(),
+            message: m,
+        };
+        let onnx = tract_onnx::onnx();
+        let proto = onnx
+            .proto_model_for_read(&mut &bytes[..])
+            .map_err(|e| gerr(format!("not an ONNX model: {e:#}")))?;
+        let dims = onnx_input_dims(&proto).map_err(|message| ModelError::Input {
+            file: file.into(),
+            message,
+        })?;
+        let spec = spec_from_shape(&dims).map_err(|m| ModelError::Input {
+            file: file.into(),
+            message: m,
+        })?;
+        let mut model = onnx
+            .model_for_proto_model(&proto)
+            .map_err(|e| gerr(format!("{e:#}")))?;
+        drop(proto);
+        if model.outputs.is_empty() {
+            return Err(gerr("the graph has no outputs".into()));
+        }
+        let shape = spec.shape();
+        model
+            .set_input_fact(0, f32::fact(shape).into())
+            .map_err(|e| gerr(format!("{e:#}")))?;
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| gerr(format!("{e:#}")))?;
+        let state = TypedSimpleState::new(&plan).map_err(|e| gerr(format!("{e:#}")))?;
+        Ok(Policy {
+            runner: Runner::Tract(TractRunner {
+                state,
+                shape,
+                _plan: plan,
+            }),
+            spec,
+            output_len: 0,
+            backend: BackendKind::Tract.name(),
         })
     }
 
@@ -309,7 +362,7 @@ impl Policy {
             .map_err(|e| gerr(format!("{e:#}")))?;
         let state = TypedSimpleState::new(&plan).map_err(|e| gerr(format!("{e:#}")))?;
         Ok(Policy {
-            runner: Runner::Tf(TfRunner {
+            runner: Runner::Tract(TractRunner {
                 state,
                 shape,
                 _plan: plan,
@@ -376,7 +429,7 @@ impl Policy {
                     .map_err(|e| fail(&e))?;
                 copy_out(data, output)
             }
-            Runner::Tf(r) => {
+            Runner::Tract(r) => {
                 let t = tract_tensorflow::prelude::Tensor::from_shape(&r.shape, input)
                     .map_err(|e| fail(&e))?;
                 let out = r.state.run(tvec![t.into()]).map_err(|e| fail(&e))?;
@@ -391,6 +444,40 @@ impl Policy {
             }
         }
     }
+}
+
+/// The dims of an ONNX graph's one real input (initializers listed as
+/// inputs, as old IR versions do, are not inputs); -1 where not fixed.
+fn onnx_input_dims(proto: &tract_onnx::pb::ModelProto) -> Result<Vec<i64>, String> {
+    use tract_onnx::pb::{tensor_shape_proto::dimension::Value, type_proto};
+    let graph = proto.graph.as_ref().ok_or("the model has no graph")?;
+    let inits: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<_> = graph
+        .input
+        .iter()
+        .filter(|v| !inits.contains(v.name.as_str()))
+        .collect();
+    if inputs.len() != 1 {
+        return Err(format!(
+            "count is {}; a camera model has exactly one input",
+            inputs.len()
+        ));
+    }
+    let Some(type_proto::Value::TensorType(t)) =
+        inputs[0].r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Err("is not a tensor".into());
+    };
+    let shape = t.shape.as_ref().ok_or("has no declared shape")?;
+    Ok(shape
+        .dim
+        .iter()
+        .map(|d| match d.value {
+            Some(Value::DimValue(v)) => v,
+            _ => -1,
+        })
+        .collect())
 }
 
 fn copy_out(data: &[f32], output: Option<&mut [f32]>) -> Result<usize, PolicyError> {

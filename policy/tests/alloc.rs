@@ -88,5 +88,5 @@ fn hot_path_allocations() {
     let img = image_160x120();
     let mut o = vec![0f32; 9];
     let a = count(10, || model.policy.infer(&img, &mut o).unwrap());
-    println!("allocations per Policy::infer (tract via ort-tract): {a}");
+    println!("allocations per Policy::infer (tract): {a}");
 }
