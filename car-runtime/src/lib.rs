@@ -9,6 +9,7 @@
 //! path leave throttle anywhere but neutral.
 
 pub mod arbiter;
+pub mod arena;
 pub mod brain;
 pub mod clock;
 pub mod commands;

@@ -22,7 +22,11 @@ mod bench;
 mod check;
 
 #[global_allocator]
-static GLOBAL: bench::CountingAlloc = bench::CountingAlloc;
+static GLOBAL: car_runtime::arena::ArenaAlloc = car_runtime::arena::ArenaAlloc;
+
+/// One slab of the frame arena (it has four). tract's DeepRacer shallow
+/// network takes about 1 MB a frame; untouched pages never become resident.
+const ARENA_SLAB_BYTES: usize = 8 << 20;
 
 #[derive(Parser)]
 #[command(
@@ -126,6 +130,8 @@ fn init_tracing() {
 fn main() {
     let cli = Cli::parse();
     init_tracing();
+    // Before any thread starts: the region lives for the whole process.
+    car_runtime::arena::reserve(ARENA_SLAB_BYTES);
     let r = match cli.cmd {
         Cmd::Run(a) => run(a),
         Cmd::CheckModel(a) => check::main(a),

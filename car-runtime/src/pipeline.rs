@@ -185,9 +185,8 @@ impl PolicyBrain {
 
     /// Inference from the preprocessed input into the output buffer.
     pub fn infer(&mut self) -> Result<(), BrainError> {
-        self.model
-            .policy
-            .infer(&self.input, &mut self.output)
+        let (policy, input, output) = (&mut self.model.policy, &self.input, &mut self.output);
+        crate::arena::scope(|| policy.infer(input, output))
             .map_err(|e| BrainError(format!("inference: {e}")))
     }
 
@@ -216,10 +215,7 @@ impl Brain for PolicyBrain {
         let t0 = Instant::now();
         self.preprocess(frame)?;
         let t1 = Instant::now();
-        self.model
-            .policy
-            .infer(&self.input, &mut self.output)
-            .map_err(|e| BrainError(format!("inference: {e}")))?;
+        self.infer()?;
         let t2 = Instant::now();
         let m = self.mapper.map(&self.output, max_speed_scale);
         let t3 = Instant::now();
