@@ -58,6 +58,17 @@ pub(crate) fn widen_scalar_constants(onnx: &[u8]) -> Option<(Vec<u8>, Widened)> 
     if model.ir_version < 4 {
         return None;
     }
+    // Before opset 7, Add/Sub/Mul/Div broadcast only with an explicit
+    // `broadcast` attribute and a suffix rule that a [1,1,1,1] constant
+    // would break.
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)?;
+    if opset < 7 {
+        return None;
+    }
     let graph = model.graph.as_mut()?;
 
     // One-element constants: initializers and Constant nodes.
@@ -265,5 +276,18 @@ mod tests {
         });
         assert_eq!(widen_scalar_constants(&bytes), None);
         assert_eq!(widen_scalar_constants(b"not a model"), None);
+    }
+
+    #[test]
+    fn models_older_than_opset_7_are_left_alone() {
+        let bytes = model_with(&[1, 120, 160, 1], |g, x| {
+            let k = g.init("c255", &[], &[255.0]).unwrap();
+            g.node("Div", &[&x, &k], Some("policy"), &[]);
+            g.output("policy", &[1, 120, 160, 1]);
+        });
+        assert!(widen_scalar_constants(&bytes).is_some());
+        let mut m = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+        m.opset_import[0].version = 6;
+        assert_eq!(widen_scalar_constants(&m.encode_to_vec()), None);
     }
 }
