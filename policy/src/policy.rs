@@ -236,32 +236,14 @@ impl Policy {
             file: file.into(),
             message: m,
         })?;
-        let mut model = onnx
+        let model = onnx
             .model_for_proto_model(&proto)
             .map_err(|e| gerr(format!("{e:#}")))?;
         drop(proto);
         if model.outputs.is_empty() {
             return Err(gerr("the graph has no outputs".into()));
         }
-        let shape = spec.shape();
-        model
-            .set_input_fact(0, f32::fact(shape).into())
-            .map_err(|e| gerr(format!("{e:#}")))?;
-        let plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| gerr(format!("{e:#}")))?;
-        let state = TypedSimpleState::new(&plan).map_err(|e| gerr(format!("{e:#}")))?;
-        Ok(Policy {
-            runner: Runner::Tract(TractRunner {
-                state,
-                shape,
-                _plan: plan,
-            }),
-            spec,
-            output_len: 0,
-            backend: BackendKind::Tract.name(),
-        })
+        tract_policy(model, spec, BackendKind::Tract.name()).map_err(gerr)
     }
 
     pub(crate) fn from_tensorflow(
@@ -348,29 +330,11 @@ impl Policy {
             channels,
             scale: 1.0,
         };
-        let shape = spec.shape();
         model = model
             .with_input_names([input_name.as_str()])
             .and_then(|m| m.with_outputs_by_name([output_name.as_str()]))
             .map_err(|e| gerr(format!("{e:#}")))?;
-        model
-            .set_input_fact(0, f32::fact(shape).into())
-            .map_err(|e| gerr(format!("{e:#}")))?;
-        let plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| gerr(format!("{e:#}")))?;
-        let state = TypedSimpleState::new(&plan).map_err(|e| gerr(format!("{e:#}")))?;
-        Ok(Policy {
-            runner: Runner::Tract(TractRunner {
-                state,
-                shape,
-                _plan: plan,
-            }),
-            spec,
-            output_len: 0,
-            backend: "tract-tensorflow",
-        })
+        tract_policy(model, spec, "tract-tensorflow").map_err(gerr)
     }
 
     /// Run once on zeros and record the output length.
@@ -444,6 +408,35 @@ impl Policy {
             }
         }
     }
+}
+
+/// Fix the input to `spec`'s shape, optimise, and make the run state: the
+/// tail shared by ONNX and TensorFlow graphs on tract. Errors are the
+/// message only; the caller names the file.
+fn tract_policy(
+    mut model: InferenceModel,
+    spec: InputSpec,
+    backend: &'static str,
+) -> Result<Policy, String> {
+    let shape = spec.shape();
+    model
+        .set_input_fact(0, f32::fact(shape).into())
+        .map_err(|e| format!("{e:#}"))?;
+    let plan = model
+        .into_optimized()
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| format!("{e:#}"))?;
+    let state = TypedSimpleState::new(&plan).map_err(|e| format!("{e:#}"))?;
+    Ok(Policy {
+        runner: Runner::Tract(TractRunner {
+            state,
+            shape,
+            _plan: plan,
+        }),
+        spec,
+        output_len: 0,
+        backend,
+    })
 }
 
 /// The dims of an ONNX graph's one real input (initializers listed as
