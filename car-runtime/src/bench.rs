@@ -1,7 +1,8 @@
 //! `car-runtime bench`: the whole pipeline (640x480 JPEG decode ->
 //! preprocess -> inference -> action mapping -> actuator write to a null
-//! backend) on recorded frames, with per-stage p50/p99, allocations per
-//! frame after warm-up (counting global allocator) and peak RSS.
+//! backend) on recorded frames, with per-stage p50/p99, heap and
+//! frame-arena allocations per frame after warm-up (the counters of the
+//! daemon's global allocator, `car_runtime::arena`) and peak RSS.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

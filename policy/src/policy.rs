@@ -110,33 +110,22 @@ impl Policy {
             file: file.to_string(),
             message: m,
         };
-        let kind = backend.kind();
-        if kind == BackendKind::Tract {
+        if backend.kind() == BackendKind::Tract {
             return Self::from_onnx_tract(bytes, file);
         }
-        let builder = Session::builder(backend.environment()).map_err(|e| gerr(e.to_string()))?;
-        // tract only optimises the graph when the level is not DISABLE_ALL
-        // (5x faster); for ONNX Runtime Level3 is its full optimisation.
-        let builder = builder
+        // From here on: ONNX Runtime, at its full optimisation, on one core
+        // (the car's other core runs the camera, web server and recorder; a
+        // thread pool would also add jitter).
+        let b = Session::builder(backend.environment()).map_err(|e| gerr(e.to_string()))?;
+        let b = b
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| gerr(e.to_string()))?;
-        let mut builder = if kind == BackendKind::OnnxRuntime {
-            // One core for inference: the car's other core runs the camera,
-            // web server and recorder; a thread pool would also add jitter.
-            let b = builder
-                .with_intra_threads(1)
-                .map_err(|e| gerr(e.to_string()))?;
-            let b = b.with_inter_threads(1).map_err(|e| gerr(e.to_string()))?;
-            b.with_intra_op_spinning(false)
-                .map_err(|e| gerr(e.to_string()))?
-        } else {
-            builder
-        };
-        let widened = if kind == BackendKind::OnnxRuntime {
-            crate::rewrite::widen_scalar_constants(bytes)
-        } else {
-            None
-        };
+        let b = b.with_intra_threads(1).map_err(|e| gerr(e.to_string()))?;
+        let b = b.with_inter_threads(1).map_err(|e| gerr(e.to_string()))?;
+        let mut builder = b
+            .with_intra_op_spinning(false)
+            .map_err(|e| gerr(e.to_string()))?;
+        let widened = crate::rewrite::widen_scalar_constants(bytes);
         if let Some((_, w)) = &widened {
             for (node, constant, rank) in &w.constants {
                 tracing::debug!(
@@ -183,8 +172,8 @@ impl Policy {
             .dtype()
             .tensor_shape()
             .map(|s| s.iter().copied().collect());
-        let run_options = match (kind, out_dims) {
-            (BackendKind::OnnxRuntime, Some(d)) if d.iter().all(|&x| x > 0 || x == -1) => {
+        let run_options = match out_dims {
+            Some(d) if d.iter().all(|&x| x > 0 || x == -1) => {
                 let d: Vec<i64> = d.iter().map(|&x| if x == -1 { 1 } else { x }).collect();
                 let n: i64 = d.iter().product();
                 let out =
@@ -210,7 +199,7 @@ impl Policy {
             }),
             spec,
             output_len: 0,
-            backend: kind.name(),
+            backend: BackendKind::OnnxRuntime.name(),
         })
     }
 
