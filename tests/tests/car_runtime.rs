@@ -235,6 +235,130 @@ fn check_model_json_on_the_shared_console_archive() {
     assert!([-30.0, 0.0, 30.0].contains(&angle), "{v}");
 }
 
+/// The bench's JSON as the issue fixes it, and the zero-allocation rule:
+/// no heap allocation per frame after warm-up.
+fn check_bench_json(v: &serde_json::Value, backend: &str, frames: u64) {
+    assert_eq!(
+        keys(v),
+        [
+            "allocs_per_frame",
+            "arena_allocs_per_frame",
+            "arena_peak_kb",
+            "backend",
+            "fps",
+            "frames",
+            "peak_rss_mb",
+            "stages_ms"
+        ]
+    );
+    assert_eq!(v["backend"], backend, "{v}");
+    assert_eq!(v["frames"], frames, "{v}");
+    assert!(v["fps"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(
+        keys(&v["stages_ms"]),
+        [
+            "actuate",
+            "decode",
+            "inference",
+            "mapping",
+            "preprocess",
+            "total"
+        ]
+    );
+    for (stage, s) in v["stages_ms"].as_object().unwrap() {
+        let (p50, p99) = (s["p50"].as_f64().unwrap(), s["p99"].as_f64().unwrap());
+        assert!(p50 > 0.0 && p50 <= p99, "{stage}: {s}");
+    }
+    assert!(
+        v["stages_ms"]["total"]["p50"].as_f64().unwrap()
+            >= v["stages_ms"]["inference"]["p50"].as_f64().unwrap()
+    );
+    assert_eq!(
+        v["allocs_per_frame"], 0.0,
+        "heap allocations per frame: {v}"
+    );
+}
+
+#[test]
+fn bench_on_a_recorded_run_allocates_nothing_per_frame() {
+    // Record a lap the way a racer would, then bench the pipeline on those
+    // very frames with the built-in engine. tract allocates every layer's
+    // tensors on every run: the frame arena must serve them all.
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let lap = run_json(
+        Command::new(car_runtime())
+            .args([
+                "run",
+                "--sim",
+                "--headless",
+                "--laps",
+                "1",
+                "--max-speed",
+                "60",
+                "--json",
+                "--backend",
+                "tract",
+                "--record",
+            ])
+            .arg(&rec),
+    );
+    assert_eq!(lap["laps_completed"], 1, "{lap}");
+    let v = run_json(
+        Command::new(car_runtime())
+            .args([
+                "bench",
+                "--frames",
+                "40",
+                "--warmup",
+                "10",
+                "--json",
+                "--backend",
+                "tract",
+            ])
+            .arg("--frames-dir")
+            .arg(&rec),
+    );
+    check_bench_json(&v, "tract", 40);
+    assert!(v["arena_allocs_per_frame"].as_f64().unwrap() > 0.0, "{v}");
+
+    // A folder with no frames: the error names it.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = Command::new(car_runtime())
+        .args(["bench", "--json", "--backend", "tract", "--frames-dir"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&*empty.to_string_lossy()) && err.contains("no .jpg frames"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_on_the_shared_console_archive_allocates_nothing_per_frame() {
+    let Some(shared) = shared_dir() else {
+        eprintln!("SKIPPED: ../shared is absent (no DeepRacer console archive to bench)");
+        return;
+    };
+    let archive = shared.join("models/deepracer-console-structure.tar.gz");
+    if !archive.is_file() {
+        eprintln!("SKIPPED: {} is absent", archive.display());
+        return;
+    }
+    let v = run_json(
+        Command::new(car_runtime())
+            .args([
+                "bench", "--frames", "20", "--warmup", "5", "--json", "--model",
+            ])
+            .arg(&archive),
+    );
+    check_bench_json(&v, "tract-tensorflow", 20);
+}
+
 fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
     let p = dir.join("config.toml");
     std::fs::write(&p, body).unwrap();
