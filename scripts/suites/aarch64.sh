@@ -4,7 +4,9 @@
 # package is built (Debian's rustc-web, zig linking against glibc 2.31,
 # release profile, same target dir, so the package build after it reuses the
 # dependencies) and runs their unit tests under qemu-aarch64-static, the
-# runner set in .cargo/config.toml. Exit 0 pass, 77 skipped (reason printed),
+# runner set in .cargo/config.toml, plus the in-process integration tests of
+# policy and car-runtime (engines, the control loop, the frame arena that is
+# the daemon's global allocator). Exit 0 pass, 77 skipped (reason printed),
 # else fail.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,9 +28,16 @@ t0=$SECONDS
 # --no-run first so build time and test time are reported apart.
 cargo-zigbuild test --release --locked --no-run --target "aarch64-unknown-linux-gnu.$GLIBC_CEILING" "${args[@]}" --lib --bins || {
   echo "FAIL: aarch64 build of ${crates[*]}" >&2; exit 1; }
+# Named, and with the same package list, so that cargo resolves the same
+# features as above and builds nothing twice.
+integration=("${args[@]}")
+for t in arena control_loop alloc preprocess tract_backend tf_model ort_backend; do integration+=(--test "$t"); done
+cargo-zigbuild test --release --locked --no-run --target "aarch64-unknown-linux-gnu.$GLIBC_CEILING" "${integration[@]}" || {
+  echo "FAIL: aarch64 build of the policy and car-runtime integration tests" >&2; exit 1; }
 echo "aarch64 build took $((SECONDS - t0))s"
 t1=$SECONDS
 cargo-zigbuild test --release --locked --target "aarch64-unknown-linux-gnu.$GLIBC_CEILING" "${args[@]}" --lib --bins
 rc=$?
+cargo-zigbuild test --release --locked --target "aarch64-unknown-linux-gnu.$GLIBC_CEILING" "${integration[@]}" || rc=1
 echo "aarch64 tests under qemu took $((SECONDS - t1))s"
 exit $rc
