@@ -90,8 +90,8 @@ fn bump(l: Layout) -> Option<*mut u8> {
 
 // SAFETY: arena blocks are aligned as asked, lie inside a region this
 // process owns for its whole life, and are never handed out twice while
-// live (the region restarts only when LIVE is 0); everything else is the
-// system allocator's.
+// live (a slab is reused only when its live count is 0); everything else
+// is the system allocator's.
 unsafe impl GlobalAlloc for ArenaAlloc {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         if let Some(p) = bump(l) {
