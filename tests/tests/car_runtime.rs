@@ -207,17 +207,26 @@ fn write_pgm(p: &Path, w: usize, h: usize, px: &[u8]) {
     std::fs::write(p, b).unwrap();
 }
 
-#[test]
-fn check_model_json_on_the_shared_console_archive() {
+/// The DeepRacer console export in ../shared, or None (and a SKIPPED line
+/// saying what could not be done) when it is absent.
+fn console_archive(to: &str) -> Option<std::path::PathBuf> {
     let Some(shared) = shared_dir() else {
-        eprintln!("SKIPPED: ../shared is absent (no DeepRacer console archive to check)");
-        return;
+        eprintln!("SKIPPED: ../shared is absent (no DeepRacer console archive to {to})");
+        return None;
     };
     let archive = shared.join("models/deepracer-console-structure.tar.gz");
     if !archive.is_file() {
         eprintln!("SKIPPED: {} is absent", archive.display());
-        return;
+        return None;
     }
+    Some(archive)
+}
+
+#[test]
+fn check_model_json_on_the_shared_console_archive() {
+    let Some(archive) = console_archive("check") else {
+        return;
+    };
     let v = run_json(
         Command::new(car_runtime())
             .arg("check-model")
@@ -340,15 +349,9 @@ fn bench_on_a_recorded_run_allocates_nothing_per_frame() {
 
 #[test]
 fn bench_on_the_shared_console_archive_allocates_nothing_per_frame() {
-    let Some(shared) = shared_dir() else {
-        eprintln!("SKIPPED: ../shared is absent (no DeepRacer console archive to bench)");
+    let Some(archive) = console_archive("bench") else {
         return;
     };
-    let archive = shared.join("models/deepracer-console-structure.tar.gz");
-    if !archive.is_file() {
-        eprintln!("SKIPPED: {} is absent", archive.display());
-        return;
-    }
     let v = run_json(
         Command::new(car_runtime())
             .args([
