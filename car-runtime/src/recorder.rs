@@ -41,6 +41,9 @@ struct Inner {
     write_errors: AtomicU64,
     /// Test hook: the writer sleeps this long per frame (a slow disk).
     write_delay_us: AtomicU64,
+    /// Test hook: the writer pauses this long each time it finds the queue
+    /// empty (a writer descheduled at the worst moment).
+    idle_delay_us: AtomicU64,
 }
 
 /// The loop's end: `offer` never blocks and never allocates.
@@ -103,6 +106,7 @@ impl Recorder {
             dropped: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             write_delay_us: AtomicU64::new(0),
+            idle_delay_us: AtomicU64::new(0),
         });
         for _ in 0..pool.clamp(1, MAX_POOL) {
             let b = Box::new(RecBuf {
@@ -140,6 +144,13 @@ impl Recorder {
     pub fn set_write_delay(&self, d: Duration) {
         self.inner
             .write_delay_us
+            .store(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    fn set_idle_delay(&self, d: Duration) {
+        self.inner
+            .idle_delay_us
             .store(d.as_micros() as u64, Ordering::Relaxed);
     }
 
@@ -212,9 +223,16 @@ fn writer_thread(inner: Arc<Inner>, dir: PathBuf, log: std::fs::File, quality: u
     let mut rgb: Vec<u8> = Vec::new();
     let mut jpeg: Vec<u8> = Vec::new();
     loop {
+        // Read the flag before looking at the queue: every frame queued
+        // before `done` was set is then seen by this dequeue, and a frame
+        // found here is always written (never taken and discarded).
+        let done = inner.done.load(Ordering::SeqCst);
         let Some(b) = inner.full.dequeue() else {
-            if inner.done.load(Ordering::SeqCst) && inner.full.dequeue().is_none() {
-                // Re-check after the flag: a frame queued just before `done`.
+            let pause = inner.idle_delay_us.load(Ordering::Relaxed);
+            if pause > 0 {
+                std::thread::sleep(Duration::from_micros(pause));
+            }
+            if done {
                 break;
             }
             let _ = log.flush();
@@ -406,9 +424,10 @@ mod tests {
     #[test]
     fn slow_disk_drops_and_counts_instead_of_blocking() {
         let dir = tempfile::tempdir().unwrap();
-        // A one-buffer pool and a disk that takes 50 ms per frame.
+        // A one-buffer pool and a disk that takes 200 ms per frame (long
+        // enough that a busy CI machine or qemu finishes the offers first).
         let rec = Recorder::start(dir.path(), 1, 16 * 8, 90).unwrap();
-        rec.set_write_delay(Duration::from_millis(50));
+        rec.set_write_delay(Duration::from_millis(200));
         let buf = vec![0u8; 16 * 8];
         let mut queued = 0;
         for seq in 0..100 {
@@ -422,6 +441,30 @@ mod tests {
         let stats = rec.finish();
         assert_eq!(stats.recorded + stats.dropped, 100);
         assert_eq!(stats.recorded, queued);
+    }
+
+    #[test]
+    fn stopping_right_after_a_frame_still_writes_it() {
+        // The last frames before a stop (SIGTERM, end of laps) are the ones a
+        // racer looks at: a frame `offer` accepted must be on disk even when
+        // it arrives, and the stop follows, while the writer is between
+        // finding the queue empty and checking for the stop.
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::start(dir.path(), 2, 16 * 8, 90).unwrap();
+        rec.set_idle_delay(Duration::from_millis(100));
+        // Let the writer find the queue empty and start its pause.
+        std::thread::sleep(Duration::from_millis(20));
+        let buf = vec![0u8; 16 * 8];
+        let sample = Sample {
+            seq: 7,
+            ..Default::default()
+        };
+        assert!(rec.offer(&gray_frame(&buf, 7), &sample));
+        let stats = rec.finish();
+        assert_eq!((stats.recorded, stats.dropped), (1, 0), "{stats:?}");
+        assert!(dir.path().join("frame_00000007.jpg").is_file());
+        let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+        assert_eq!(log.lines().count(), 2, "{log}");
     }
 
     #[test]
