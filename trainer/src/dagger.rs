@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sim::{Expert, LapRunner, Randomization, Sim, SimConfig, StartPolicy, Track};
 
 use crate::actions::{Label, Targets};
+use crate::checkpoint::{read_state, save_atomic, write_state, STATE_FILE};
 use crate::dataset::{Batch, Dataset};
 use crate::eval::commands_to_action;
 use crate::net::{self, Net, NetKind, INPUT_H, INPUT_LEN, INPUT_W};
@@ -222,7 +223,8 @@ struct CheckpointState {
     history: Vec<IterStats>,
 }
 
-const STATE_FILE: &str = "state.json";
+/// The `algo` recorded in `state.json`.
+const ALGO: &str = "dagger";
 
 /// Train by DAgger. `progress` sees collection, every optimiser step and
 /// every finished iteration.
@@ -467,10 +469,7 @@ pub fn train(
                 best_iteration: best.as_ref().map(|b| b.1),
                 history: history.iter().cloned().chain([stats.clone()]).collect(),
             };
-            let text = serde_json::to_vec_pretty(&st).expect("state serialises");
-            policy::metadata::write_atomic(&dir.join(STATE_FILE), &text).map_err(|e| {
-                TrainError::Checkpoint(format!("{}: {e}", dir.join(STATE_FILE).display()))
-            })?;
+            write_state(dir, ALGO, &st).map_err(TrainError::Checkpoint)?;
         }
         progress(Progress::Iteration(&stats));
         history.push(stats);
@@ -587,19 +586,14 @@ fn save_checkpoint(
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     data.save_chunk(from, &dir.join(chunk))
         .map_err(|e| format!("{chunk}: {e}"))?;
-    // Burn writes in place; write beside and rename so a crash mid-write
-    // leaves the previous checkpoint whole.
-    let atomic = |name: &str, f: &dyn Fn(&Path) -> Result<(), String>| -> Result<(), String> {
-        let tmp = dir.join(format!("{name}.tmp.bpk"));
-        f(&tmp).map_err(|e| format!("{name}: {e}"))?;
-        std::fs::rename(&tmp, dir.join(name)).map_err(|e| format!("{name}: {e}"))
-    };
-    atomic("model.bpk", &|p| {
+    save_atomic(dir, "model.bpk", |p| {
         net.clone().save_file(p).map_err(|e| e.to_string())
     })?;
-    atomic("optim.bpk", &|p| optim.save(p).map_err(|e| e.to_string()))?;
+    save_atomic(dir, "optim.bpk", |p| {
+        optim.save(p).map_err(|e| e.to_string())
+    })?;
     if let Some((_, b)) = best {
-        atomic("best.bpk", &|p| {
+        save_atomic(dir, "best.bpk", |p| {
             b.clone().save_file(p).map_err(|e| e.to_string())
         })?;
     }
@@ -607,8 +601,5 @@ fn save_checkpoint(
 }
 
 fn load_state(dir: &Path) -> Result<CheckpointState, TrainError> {
-    let p = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&p)
-        .map_err(|e| TrainError::Checkpoint(format!("{}: cannot resume: {e}", p.display())))?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint(format!("{}: {e}", p.display())))
+    read_state(dir, ALGO).map_err(TrainError::Checkpoint)
 }

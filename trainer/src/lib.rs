@@ -5,7 +5,7 @@
 //! simulator's expert, with domain randomisation) and reinforcement learning
 //! (PPO with DeepRacer reward functions: presets, or racers' Python files in
 //! embedded CPython), training the DeepRacer shallow CNN or a smaller one
-//! with burn on the CPU, checkpoints and resume (imitation), ONNX export
+//! with burn on the CPU, checkpoints and resume, ONNX export
 //! (burn-onnx), reports and evaluation.
 //!
 //! Must not: be a dependency of the daemon (burn is a 20-minute build the car
@@ -14,6 +14,7 @@
 //! ONNX through `policy`, exactly as the car does.
 
 pub mod actions;
+pub mod checkpoint;
 pub mod dagger;
 pub mod dataset;
 pub mod eval;

@@ -7,7 +7,7 @@
 //! logits (the car takes the argmax) or the mean (the car clips it to
 //! [-1, 1]), exactly what a console export gives the car.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use burn::module::{Module, Param};
@@ -20,6 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sim::{Randomization, Sim, SimConfig, StartPolicy, Track};
 
+use crate::checkpoint::{read_state, save_atomic, write_state, STATE_FILE};
 use crate::dagger::{check_laps, normal};
 use crate::eval::commands_to_action;
 use crate::net::{self, Net, NetKind, INPUT_H, INPUT_LEN, INPUT_W};
@@ -173,7 +174,10 @@ pub struct PpoConfig {
     pub speed_scale: f64,
     pub randomization: Randomization,
     /// Start from this imitation network (a `best.bpk` of `car-trainer train`).
-    pub init: Option<std::path::PathBuf>,
+    pub init: Option<PathBuf>,
+    /// Where a checkpoint goes after every update (resume reads it); `None`
+    /// keeps none.
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 /// One update's figures.
@@ -207,6 +211,33 @@ pub enum PpoError {
     Reward(#[from] RewardError),
     #[error("{0}")]
     Init(String),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+}
+
+/// The `algo` recorded in `state.json`.
+const ALGO: &str = "ppo";
+
+/// What `state.json` holds beside the networks and optimisers: enough to
+/// continue numbering, budgets, the random stream and the best network.
+/// Episodes in progress at the checkpoint are not kept: their cars restart
+/// them from the start.
+#[derive(Debug, Serialize, Deserialize)]
+struct PpoState {
+    net: NetKind,
+    outputs: usize,
+    discrete: bool,
+    seed: u64,
+    update: usize,
+    episodes: usize,
+    episode_seed: u64,
+    /// Seed of each car's episode in progress.
+    env_seeds: Vec<u64>,
+    /// ChaCha8 word position, as a decimal string (a u128).
+    rng_word_pos: String,
+    best_update: Option<usize>,
+    first_lap_s: Option<f64>,
+    history: Vec<UpdateStats>,
 }
 
 pub struct PpoResult {
@@ -231,13 +262,18 @@ struct Traj {
 struct Env {
     sim: Sim,
     traj: Traj,
+    /// Seed of the episode in progress (a resumed run restarts it).
+    seed: u64,
 }
 
 const LN_2PI: f32 = 1.837_877;
 
-/// Train with PPO. `progress` sees every finished update.
+/// Train with PPO. `progress` sees every finished update. With `resume`,
+/// continue the run whose checkpoint is in `cfg.checkpoint_dir`; the time
+/// budget and `max_episodes` count the earlier runs too.
 pub fn train(
     cfg: &PpoConfig,
+    resume: bool,
     mut progress: impl FnMut(&UpdateStats),
 ) -> Result<PpoResult, PpoError> {
     let start = Instant::now();
@@ -249,7 +285,8 @@ pub fn train(
     let discrete = matches!(cfg.space, ActionSpace::Discrete(_));
     let mapper = ActionMapper::new(&cfg.space);
     let mut actor = Actor::new(cfg.net, outputs, &train_device);
-    if let Some(p) = &cfg.init {
+    // A resumed run continues its own networks (loaded below).
+    if let (Some(p), false) = (&cfg.init, resume) {
         let net = Net::new(cfg.net, outputs, &train_device)
             .try_load_file(p)
             .map_err(|e| {
@@ -266,6 +303,84 @@ pub fn train(
     let mut critic_opt = AdamConfig::new().init();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let h = &cfg.hyper;
+    let mut history: Vec<UpdateStats> = Vec::new();
+    let mut best: Option<(UpdateStats, Net)> = None;
+    let mut first_lap_s = None;
+    let mut episodes_total = 0usize;
+    let mut episode_seed = cfg.seed << 20;
+    let mut first_update = 0;
+    let mut resume_env_seeds: Option<Vec<u64>> = None;
+
+    if resume {
+        let dir = cfg
+            .checkpoint_dir
+            .as_deref()
+            .ok_or_else(|| PpoError::Checkpoint("resuming needs a checkpoint folder".into()))?;
+        let st: PpoState = read_state(dir, ALGO).map_err(PpoError::Checkpoint)?;
+        if (st.net, st.outputs, st.discrete) != (cfg.net, outputs, discrete) {
+            let shape = |n: NetKind, o: usize, d: bool| {
+                let kind = if d { "discrete" } else { "continuous" };
+                format!("a {} network with {o} outputs ({kind})", n.as_str())
+            };
+            return Err(PpoError::Checkpoint(format!(
+                "{}: the checkpoint holds {}; this run asks for {}",
+                dir.join(STATE_FILE).display(),
+                shape(st.net, st.outputs, st.discrete),
+                shape(cfg.net, outputs, discrete)
+            )));
+        }
+        let file = |name: &str, e: &dyn std::fmt::Display| {
+            PpoError::Checkpoint(format!("{}: {e}", dir.join(name).display()))
+        };
+        actor = Actor::new(cfg.net, outputs, &train_device)
+            .try_load_file(dir.join("actor.bpk"))
+            .map_err(|e| file("actor.bpk", &e))?;
+        critic = Net::new(cfg.net, 1, &train_device)
+            .try_load_file(dir.join("critic.bpk"))
+            .map_err(|e| file("critic.bpk", &e))?;
+        // Adam's moments are part of the run: without them the first
+        // updates after a resume would take full-size steps.
+        actor_opt = AdamConfig::new()
+            .init()
+            .load(dir.join("actor-optim.bpk"))
+            .map_err(|e| file("actor-optim.bpk", &e))?;
+        critic_opt = AdamConfig::new()
+            .init()
+            .load(dir.join("critic-optim.bpk"))
+            .map_err(|e| file("critic-optim.bpk", &e))?;
+        let pos: u128 = st.rng_word_pos.parse().map_err(|_| {
+            file(
+                STATE_FILE,
+                &format!("rng_word_pos: \"{}\" is not a number", st.rng_word_pos),
+            )
+        })?;
+        rng.set_word_pos(pos);
+        if let Some(b) = st.best_update {
+            let net = Net::new(cfg.net, outputs, &device)
+                .try_load_file(dir.join("best.bpk"))
+                .map_err(|e| file("best.bpk", &e))?;
+            let stats = st
+                .history
+                .iter()
+                .find(|s| s.update == b)
+                .cloned()
+                .ok_or_else(|| {
+                    file(
+                        STATE_FILE,
+                        &format!("best_update: {b} is not in the history"),
+                    )
+                })?;
+            best = Some((stats, net));
+        }
+        first_update = st.update + 1;
+        episodes_total = st.episodes;
+        episode_seed = st.episode_seed;
+        resume_env_seeds = Some(st.env_seeds);
+        first_lap_s = st.first_lap_s;
+        history = st.history;
+    }
+    let elapsed_before = history.last().map_or(0.0, |s| s.elapsed_s);
+    let elapsed = || elapsed_before + start.elapsed().as_secs_f64();
 
     let sim_cfg = SimConfig {
         randomization: cfg.randomization,
@@ -277,23 +392,27 @@ pub fn train(
         .map(|i| Env {
             sim: Sim::new(cfg.tracks[i % cfg.tracks.len()].clone(), sim_cfg),
             traj: Traj::default(),
+            seed: 0,
         })
         .collect();
-    let mut episode_seed = cfg.seed << 20;
-    for e in &mut envs {
-        episode_seed += 1;
-        e.sim.reset(episode_seed);
+    // A resumed run restarts each car's episode from its start: a car that
+    // had just begun one carries on exactly as the uninterrupted run would.
+    let restart = resume_env_seeds.filter(|s| s.len() == envs.len());
+    for (i, e) in envs.iter_mut().enumerate() {
+        e.seed = match &restart {
+            Some(seeds) => seeds[i],
+            None => {
+                episode_seed += 1;
+                episode_seed
+            }
+        };
+        e.sim.reset(e.seed);
     }
     let mut frames = vec![0u8; envs.len() * INPUT_LEN];
-    let mut history: Vec<UpdateStats> = Vec::new();
-    let mut best: Option<(UpdateStats, Net)> = None;
-    let mut first_lap_s = None;
-    let mut episodes_total = 0usize;
     let mut last_update_s = 0.0;
 
-    for update in 0.. {
-        let elapsed = start.elapsed().as_secs_f64();
-        if !history.is_empty() && elapsed + last_update_s * 1.1 > cfg.time_budget.as_secs_f64() {
+    for update in first_update.. {
+        if !history.is_empty() && elapsed() + last_update_s * 1.1 > cfg.time_budget.as_secs_f64() {
             break;
         }
         if h.max_episodes.is_some_and(|m| episodes_total >= m) {
@@ -358,7 +477,8 @@ pub fn train(
                 if r.termination.is_some() {
                     done.push(std::mem::take(&mut e.traj));
                     episode_seed += 1;
-                    e.sim.reset(episode_seed);
+                    e.seed = episode_seed;
+                    e.sim.reset(e.seed);
                 }
             }
         }
@@ -504,7 +624,7 @@ pub fn train(
             eval_progress: check.progress,
             eval_offtrack: check.offtrack,
             eval_lap_time_s: check.lap_time,
-            elapsed_s: start.elapsed().as_secs_f64(),
+            elapsed_s: elapsed(),
         };
         if stats.clean() && first_lap_s.is_none() {
             first_lap_s = Some(stats.elapsed_s);
@@ -523,6 +643,44 @@ pub fn train(
         progress(&stats);
         let reached = h.target_score.is_some_and(|s| stats.reward_mean >= s);
         history.push(stats);
+        if let Some(dir) = &cfg.checkpoint_dir {
+            let save = |name: &str, f: &dyn Fn(&Path) -> Result<(), String>| {
+                save_atomic(dir, name, f).map_err(PpoError::Checkpoint)
+            };
+            save("actor.bpk", &|p| {
+                actor.clone().save_file(p).map_err(|e| e.to_string())
+            })?;
+            save("critic.bpk", &|p| {
+                critic.clone().save_file(p).map_err(|e| e.to_string())
+            })?;
+            save("actor-optim.bpk", &|p| {
+                actor_opt.save(p).map_err(|e| e.to_string())
+            })?;
+            save("critic-optim.bpk", &|p| {
+                critic_opt.save(p).map_err(|e| e.to_string())
+            })?;
+            if better {
+                let (_, net) = best.as_ref().expect("just set");
+                save("best.bpk", &|p| {
+                    net.clone().save_file(p).map_err(|e| e.to_string())
+                })?;
+            }
+            let st = PpoState {
+                net: cfg.net,
+                outputs,
+                discrete,
+                seed: cfg.seed,
+                update,
+                episodes: episodes_total,
+                episode_seed,
+                env_seeds: envs.iter().map(|e| e.seed).collect(),
+                rng_word_pos: rng.get_word_pos().to_string(),
+                best_update: best.as_ref().map(|(b, _)| b.update),
+                first_lap_s,
+                history: history.clone(),
+            };
+            write_state(dir, ALGO, &st).map_err(PpoError::Checkpoint)?;
+        }
         last_update_s = t0.elapsed().as_secs_f64();
         if reached {
             break;

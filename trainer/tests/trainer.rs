@@ -276,7 +276,7 @@ fn ppo_with_a_racers_reward_file_writes_a_model_and_a_broken_one_stops_training(
         "def reward_function(params):\n    if params['steps'] > 5:\n        return params['no_such_key']\n    return 1.0\n",
     )
     .unwrap();
-    let ppo = |reward: &str, out: &str| {
+    let ppo_with = |reward: &str, out: &str, hyper: &str| {
         let mut c = trainer();
         c.args([
             "train",
@@ -290,11 +290,12 @@ fn ppo_with_a_racers_reward_file_writes_a_model_and_a_broken_one_stops_training(
         ])
         .arg(d.join(reward))
         .arg("--hyperparameters")
-        .arg(d.join("hyperparameters.json"))
+        .arg(d.join(hyper))
         .arg("--out")
         .arg(d.join(out));
         c
     };
+    let ppo = |reward: &str, out: &str| ppo_with(reward, out, "hyperparameters.json");
     run_ok(&mut ppo("centre.py", "m"));
     let out = d.join("m");
     for f in [
@@ -316,6 +317,32 @@ fn ppo_with_a_racers_reward_file_writes_a_model_and_a_broken_one_stops_training(
     assert!(std::fs::read_to_string(out.join("curves.svg"))
         .unwrap()
         .contains("policy entropy"));
+
+    // Interrupted or out of episodes, a PPO run resumes from --out/checkpoint:
+    // the updates it had stay as they were and numbering goes on.
+    std::fs::write(
+        d.join("more.json"),
+        r#"{"batch_size": 64, "num_episodes_between_training": 8, "num_epochs": 1, "term_cond_max_episodes": 24}"#,
+    )
+    .unwrap();
+    let mut c = ppo_with("centre.py", "m", "more.json");
+    c.arg("--resume");
+    run_ok(&mut c);
+    let r2 = report(&out);
+    let updates2 = r2["iterations"].as_array().unwrap();
+    assert_eq!(updates2.len(), 3, "24 episodes, 8 per update");
+    assert_eq!(updates2[..2], updates[..]);
+    assert_eq!(updates2[2]["update"], 2);
+    // An imitation resume of a PPO run, or a warm start on a resume, is refused.
+    let mut c = trainer();
+    c.args(["train", "--track", "oval", "--resume", "--out"])
+        .arg(&out);
+    let e = run_err(&mut c);
+    assert!(e.contains("state.json") && e.contains("--algo ppo"), "{e}");
+    let mut c = ppo("centre.py", "m");
+    c.arg("--resume").arg("--init").arg(&out);
+    let e = run_err(&mut c);
+    assert!(e.contains("--init") && e.contains("--resume"), "{e}");
 
     // Discrete actions (categorical policy), warm-started from an imitation run.
     run_ok(

@@ -26,7 +26,8 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
-    /// Imitation of the simulator's expert driver with DAgger; writes
+    /// Train a model: imitation of the simulator's expert driver (DAgger,
+    /// the default) or PPO with a DeepRacer reward function; writes
     /// model.onnx, model_metadata.json, report.json and curves.svg into --out
     /// (checkpoints in --out/checkpoint).
     Train {
@@ -57,7 +58,9 @@ enum Cmd {
         /// Samples collected per iteration after the first.
         #[arg(long)]
         samples: Option<usize>,
-        /// Continue the run whose checkpoint is in --out/checkpoint.
+        /// Continue the run whose checkpoint is in --out/checkpoint (written
+        /// after every iteration or PPO update); --time-budget counts the
+        /// earlier runs too.
         #[arg(long)]
         resume: bool,
         /// Turn domain randomisation off (on by default).
@@ -185,6 +188,9 @@ fn main() -> Result<()> {
             match algo.as_str() {
                 "dagger" => {}
                 "ppo" => {
+                    if resume && init.is_some() {
+                        bail!("--init with --resume: a resumed run continues its own networks");
+                    }
                     let hyper = match &hyperparameters {
                         Some(p) => ppo::Hyper::from_file(p).map_err(anyhow::Error::msg)?,
                         None => ppo::Hyper::default(),
@@ -207,11 +213,12 @@ fn main() -> Result<()> {
                             sim::Randomization::standard()
                         },
                         init: init.map(|d| d.join("checkpoint").join("best.bpk")),
+                        checkpoint_dir: Some(out.join("checkpoint")),
                     };
                     std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
                     let t0 = std::time::Instant::now();
                     let budget_s = budget.as_secs_f64();
-                    let r = ppo::train(&cfg, |u| {
+                    let r = ppo::train(&cfg, resume, |u| {
                         let frac = (u.elapsed_s / budget_s).min(1.0);
                         let bar: String = (0..24)
                             .map(|i| if (i as f64) < frac * 24.0 { '#' } else { '.' })
