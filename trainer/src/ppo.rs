@@ -354,6 +354,8 @@ pub fn train(
                 &format!("rng_word_pos: \"{}\" is not a number", st.rng_word_pos),
             )
         })?;
+        // The run's own seed, whatever --seed says now: the stream goes on.
+        rng = ChaCha8Rng::seed_from_u64(st.seed);
         rng.set_word_pos(pos);
         if let Some(b) = st.best_update {
             let net = Net::new(cfg.net, outputs, &device)
@@ -409,7 +411,12 @@ pub fn train(
         e.sim.reset(e.seed);
     }
     let mut frames = vec![0u8; envs.len() * INPUT_LEN];
-    let mut last_update_s = 0.0;
+    // How long the last update took decides whether another fits the budget.
+    let mut last_update_s = match history.as_slice() {
+        [.., a, b] => b.elapsed_s - a.elapsed_s,
+        [b] => b.elapsed_s,
+        [] => 0.0,
+    };
 
     for update in first_update.. {
         if !history.is_empty() && elapsed() + last_update_s * 1.1 > cfg.time_budget.as_secs_f64() {

@@ -128,7 +128,10 @@ fn an_interrupted_ppo_run_resumes_where_it_stopped() {
     // Resumed, the run computes exactly what the uninterrupted one did: the
     // networks, Adam's moments, the random stream and each car's episode
     // all come back from the checkpoint.
-    let resumed = ppo::train(&short_run(&a, 32, "continuous"), true, |_| {}).unwrap();
+    // (--seed given again differently: the run goes on with its own.)
+    let mut again = short_run(&a, 32, "continuous");
+    again.seed = 99;
+    let resumed = ppo::train(&again, true, |_| {}).unwrap();
     assert_eq!(figures(&resumed.history), figures(&whole.history));
     assert_eq!(resumed.best_update, whole.best_update);
     assert!(resumed.history[2].elapsed_s >= first.history[1].elapsed_s);
