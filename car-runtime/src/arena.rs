@@ -3,7 +3,7 @@
 //! thread), so that a steady-state frame never reaches malloc.
 //!
 //! Why: the built-in tract engine allocates every layer's output tensor on
-//! every run (61 allocations a frame for the DeepRacer shallow network),
+//! every run (43 allocations a frame for the DeepRacer shallow network),
 //! and malloc may take a lock or make a system call: jitter on the hot
 //! path. Inside a scope each of those allocations is a pointer bump into
 //! memory reused frame after frame. ONNX Runtime allocates nothing per
