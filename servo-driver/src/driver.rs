@@ -47,6 +47,8 @@ pub struct ServoDriver {
     last: Pulses,
     saw_latch: bool,
     _registration: Option<Registration>,
+    /// The signal handler's path to the wire ([`failsafe::raw`]).
+    raw: Option<failsafe::raw::RawRegistration>,
 }
 
 impl std::fmt::Debug for ServoDriver {
@@ -73,13 +75,18 @@ impl ServoDriver {
         });
         let registration = act.emergency_neutral().map(|writer| {
             let shared = Arc::clone(&shared);
-            failsafe::register(Arc::new(move || {
+            failsafe::register(Arc::new(move |latch| {
                 // Latch first: the control thread must not overwrite the
                 // neutral we are about to put on the wire.
-                shared.latched.store(true, Ordering::SeqCst);
+                if latch {
+                    shared.latched.store(true, Ordering::SeqCst);
+                }
                 writer(shared.neutral())
             }))
         });
+        let raw = act
+            .raw_target()
+            .and_then(|t| failsafe::raw::arm(t, act.raw_values(neutral)));
         let mut driver = ServoDriver {
             cal,
             act,
@@ -88,6 +95,7 @@ impl ServoDriver {
             last: neutral,
             saw_latch: false,
             _registration: registration,
+            raw,
         };
         driver.act.write(neutral)?;
         Ok(driver)
@@ -145,6 +153,9 @@ impl ServoDriver {
         cal.validate()?;
         self.act.calibration_changed(&cal)?;
         self.cal = cal;
+        if let Some(r) = &self.raw {
+            r.set_values(self.act.raw_values(cal.neutral()));
+        }
         self.shared
             .steering_mid
             .store(cal.steering.mid, Ordering::Relaxed);

@@ -5,24 +5,40 @@
 //! Fault -> what ends it:
 //! - drop of the driver: `Drop` writes neutral (in `ServoDriver`);
 //! - panic anywhere: [`install_panic_hook`] runs [`emergency_neutral_all`]
-//!   before the previous hook, and latches every driver at neutral;
-//! - SIGTERM / SIGINT: [`SignalGuard`] raises a flag the control loop polls;
-//!   if the loop has not reported neutral within the grace time (100 ms by
-//!   default) the guard thread writes neutral itself;
+//!   before the previous hook, and latches every driver at neutral; except
+//!   a panic inside [`catch_panic`] (an inference engine's), which the
+//!   caller turns into an error (the control loop's stall rule);
+//! - every terminating signal that can be caught (TERM, INT, HUP, QUIT,
+//!   USR1, USR2, ALRM, VTALRM, PROF, XCPU, XFSZ, PWR, STKFLT, IO):
+//!   [`SignalGuard`] raises a flag the control loop polls; if the loop has
+//!   not reported neutral within the grace time (100 ms by default) the
+//!   guard thread writes neutral itself;
+//! - the fatal signals (ABRT, SEGV, BUS, ILL, FPE, SYS, TRAP): a handler
+//!   installed by [`install_fatal_handlers`] writes neutral through the
+//!   signal-safe table ([`raw`]), then lets the signal end the process as it
+//!   would have. An allocation failure aborts (SIGABRT), so it is covered;
+//! - SIGPIPE: the Rust runtime ignores it (a closed socket is an error, not
+//!   a death);
 //! - explicit `ServoDriver::disable()`;
-//! - the process is killed: nothing in-process can help; the service unit
-//!   runs `car-runtime neutral` (a fresh process, same backends) in
-//!   `ExecStopPost`. See `docs/CALIBRATION.md`.
+//! - the process is killed (SIGKILL, OOM) or the power goes: nothing
+//!   in-process can help; the service unit runs `car-runtime neutral` (a
+//!   fresh process, same backends) in `ExecStopPost`, and the ESC's own
+//!   failsafe stops the motor when pulses stop. See `docs/CALIBRATION.md`.
 
 use crate::ActuatorError;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::signal::*;
 use signal_hook::iterator::Signals;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-type Emergency = Arc<dyn Fn() -> Result<(), ActuatorError> + Send + Sync>;
+pub mod raw;
+
+/// An emergency writer; the argument says whether to latch the driver
+/// (keep it at neutral until `enable`) as well.
+type Emergency = Arc<dyn Fn(bool) -> Result<(), ActuatorError> + Send + Sync>;
 
 static REGISTRY: Mutex<Vec<(u64, Emergency)>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -61,6 +77,22 @@ pub struct NeutralReport {
 /// their drivers. Safe to call from any thread, a panic hook or a signal
 /// guard thread (not from a signal handler: it allocates and does I/O).
 pub fn emergency_neutral_all() -> NeutralReport {
+    run_writers(true)
+}
+
+/// Write neutral now through the signal-safe table and every registered
+/// writer, *without* latching: the supervisor's call when the control loop
+/// misses its deadline (the loop, once it runs again, stops the car itself
+/// and the racer can start it again).
+pub fn neutral_now() -> NeutralReport {
+    let raw = raw::write_all();
+    let mut r = run_writers(false);
+    // A slot the raw table wrote counts once even if its writer also ran.
+    r.written = r.written.max(raw.written as usize);
+    r
+}
+
+fn run_writers(latch: bool) -> NeutralReport {
     // Copy out and release the lock before calling: a writer that panics
     // would otherwise re-enter the panic hook and deadlock on the lock.
     let entries: Vec<Emergency> = REGISTRY
@@ -71,7 +103,7 @@ pub fn emergency_neutral_all() -> NeutralReport {
         .collect();
     let mut report = NeutralReport::default();
     for f in entries {
-        match f() {
+        match f(latch) {
             Ok(()) => report.written += 1,
             Err(e) => {
                 report.failed += 1;
@@ -97,6 +129,16 @@ pub fn install_panic_hook() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            if CATCHING.with(Cell::get) > 0 {
+                // Caught by `catch_panic`: the caller reports an error and
+                // its own rules bring the car to neutral; latching here
+                // would silently disable every later good model.
+                eprintln!(
+                    "servo-driver: panic inside a guarded call (reported as an error, not latched)"
+                );
+                previous(info);
+                return;
+            }
             let r = emergency_neutral_all();
             eprintln!(
                 "servo-driver: panic: wrote neutral on {} output(s), {} failed",
@@ -105,6 +147,120 @@ pub fn install_panic_hook() {
             previous(info);
         }));
     });
+}
+
+thread_local! {
+    static CATCHING: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Run `f`, turning a panic into `Err(message)` instead of unwinding
+/// further. The panic hook sees that the panic is caught here and does not
+/// latch the drivers: the caller owns the consequence (the control loop
+/// counts an inference error and its stall rule writes neutral). Costs one
+/// thread-local increment and decrement; no allocation unless it panics.
+pub fn catch_panic<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    struct Depth;
+    impl Drop for Depth {
+        fn drop(&mut self) {
+            CATCHING.with(|c| c.set(c.get() - 1));
+        }
+    }
+    CATCHING.with(|c| c.set(c.get() + 1));
+    let _depth = Depth;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic with a non-text payload".into())
+    })
+}
+
+/// The signals whose default action ends the process and that a handler
+/// can catch, minus the fatal ones below: each starts the graceful stop.
+pub const TERMINATING: [i32; 14] = [
+    SIGTERM,
+    SIGINT,
+    SIGHUP,
+    SIGQUIT,
+    SIGUSR1,
+    SIGUSR2,
+    SIGALRM,
+    SIGVTALRM,
+    SIGPROF,
+    SIGXCPU,
+    SIGXFSZ,
+    libc::SIGPWR,
+    libc::SIGSTKFLT,
+    SIGIO,
+];
+
+/// Signals after which the process cannot safely go on: neutral from the
+/// handler through [`raw`], then the signal's own effect.
+pub const FATAL: [i32; 7] = [SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGSYS, SIGTRAP];
+
+struct OldActions(std::cell::UnsafeCell<[std::mem::MaybeUninit<libc::sigaction>; FATAL.len()]>);
+// SAFETY: written once, under `Once`, before any handler that reads it is
+// installed; read only by the handlers afterwards.
+unsafe impl Sync for OldActions {}
+static OLD_ACTIONS: OldActions = OldActions(std::cell::UnsafeCell::new(
+    [std::mem::MaybeUninit::uninit(); FATAL.len()],
+));
+
+/// Install the fatal-signal handlers (idempotent). Each writes neutral
+/// through [`raw::write_all`], prints one line with `write(2)`, then lets
+/// the signal do what it would have done: a sent one (kill, raise, abort)
+/// is raised again under the default action; a real fault returns to the
+/// faulting instruction under the action that was there before (the Rust
+/// runtime's stack-overflow reporter for SEGV/BUS, else the default). The
+/// process still dies of the signal, with the same status.
+pub fn install_fatal_handlers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for (i, &sig) in FATAL.iter().enumerate() {
+            // SAFETY: sigaction with a zeroed struct we fill; the old action
+            // is stored before the new handler can run (sigaction installs
+            // atomically and our handler only reads slot i after that).
+            unsafe {
+                let mut new: libc::sigaction = std::mem::zeroed();
+                new.sa_sigaction = on_fatal as *const () as usize;
+                new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+                libc::sigemptyset(&mut new.sa_mask);
+                let old = (*OLD_ACTIONS.0.get())[i].as_mut_ptr();
+                libc::sigaction(sig, std::ptr::null(), old);
+                libc::sigaction(sig, &new, std::ptr::null_mut());
+            }
+        }
+    });
+}
+
+extern "C" fn on_fatal(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    let r = raw::write_all();
+    let msg: &[u8] = if r.failed == 0 {
+        b"servo-driver: fatal signal: neutral written through the signal-safe path\n"
+    } else {
+        b"servo-driver: fatal signal: a neutral write FAILED\n"
+    };
+    // SAFETY: write, sigaction and raise are async-signal-safe; the old
+    // action was stored before this handler was installed; `info` is the
+    // kernel's siginfo for this delivery.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        if info.is_null() || (*info).si_code <= 0 {
+            // Sent by a process (kill, or tgkill from raise/abort):
+            // returning would just carry on, and the runtime's handler (a
+            // stack-overflow reporter) ignores sent signals. Deliver it again
+            // under the default action: the process dies of it as it would
+            // have without us.
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        } else if let Some(i) = FATAL.iter().position(|&s| s == sig) {
+            // Caused by the faulting instruction, which runs again on
+            // return and faults under the action that was there before us
+            // (the runtime's stack-overflow message, else the default).
+            let old = (*OLD_ACTIONS.0.get())[i].as_ptr();
+            libc::sigaction(sig, old, std::ptr::null_mut());
+        }
+    }
 }
 
 /// Default time the control loop has to write neutral after SIGTERM/SIGINT
@@ -118,9 +274,9 @@ struct GuardState {
     guard_wrote_neutral: AtomicBool,
 }
 
-/// SIGTERM / SIGINT handling for the control loop.
+/// Handling of every [`TERMINATING`] signal for the control loop.
 ///
-/// `install` replaces the default "terminate" action of both signals: the
+/// `install` replaces the default "terminate" action of each: the
 /// process no longer dies on them, it sets [`Self::stop_requested`]. The
 /// loop polls that flag every iteration, writes neutral, calls
 /// [`Self::neutral_done`] and exits. If it has not done so within the grace
@@ -140,7 +296,7 @@ impl SignalGuard {
     }
 
     pub fn install_with_grace(grace: Duration) -> std::io::Result<Self> {
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        let mut signals = Signals::new(TERMINATING)?;
         let handle = signals.handle();
         let state = Arc::new(GuardState {
             stop: AtomicBool::new(false),
@@ -181,14 +337,14 @@ impl SignalGuard {
         })
     }
 
-    /// True once SIGTERM or SIGINT arrived. One relaxed load: poll it every
+    /// True once a terminating signal arrived. One relaxed load: poll it every
     /// loop iteration.
     #[inline]
     pub fn stop_requested(&self) -> bool {
         self.state.stop.load(Ordering::Relaxed)
     }
 
-    /// The signal that arrived (SIGTERM = 15, SIGINT = 2), or 0.
+    /// The signal that arrived (SIGTERM = 15, SIGHUP = 1, ...), or 0.
     pub fn signal(&self) -> i32 {
         self.state.signal.load(Ordering::SeqCst)
     }

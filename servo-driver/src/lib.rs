@@ -74,6 +74,20 @@ pub trait Actuator: Send {
     /// Something else (an emergency writer) may have changed the wire:
     /// forget any "skip unchanged writes" cache so the next write goes out.
     fn forget_cache(&mut self) {}
+    /// Descriptors of its own that reach the wire, for the signal handler's
+    /// neutral ([`failsafe::raw`]). `None`: no signal-safe path (the sim,
+    /// whose wire dies with the process anyway).
+    fn raw_target(&self) -> Option<failsafe::raw::RawTarget> {
+        None
+    }
+    /// What the raw path writes for these neutral pulses (nanoseconds by
+    /// default; a PCA9685 writes register counts).
+    fn raw_values(&self, neutral: Pulses) -> failsafe::raw::RawValues {
+        failsafe::raw::RawValues {
+            throttle: neutral.throttle_ns,
+            steering: neutral.steering_ns,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -73,6 +73,27 @@ pub trait SmbusDevice: Send {
     fn write_byte_data(&mut self, reg: u8, value: u8) -> io::Result<()>;
     /// For error messages: "/dev/i2c-1 @ 0x40".
     fn describe(&self) -> String;
+    /// The descriptor (slave address set) for the signal-safe neutral table
+    /// ([`crate::failsafe::raw`]); `None` for devices that are not an
+    /// i2c-dev node (the in-memory test model).
+    fn into_raw_bus(self: Box<Self>) -> Option<std::os::fd::OwnedFd> {
+        None
+    }
+}
+
+/// One SMBus byte-data write on a raw i2c-dev descriptor, for the signal
+/// handler: stack data and one `ioctl`, nothing else. True on success.
+pub(crate) fn smbus_write_byte_raw(fd: i32, reg: u8, value: u8) -> bool {
+    let mut data = I2cSmbusData { byte: value };
+    let mut args = I2cSmbusIoctlData {
+        read_write: I2C_SMBUS_WRITE,
+        command: reg,
+        size: I2C_SMBUS_BYTE_DATA,
+        data: &mut data,
+    };
+    // SAFETY: args and data live on this stack frame for the whole call;
+    // ioctl is async-signal-safe.
+    unsafe { libc::ioctl(fd, I2C_SMBUS as libc::Ioctl, &mut args) >= 0 }
 }
 
 /// Opens a fresh handle on the same device (the emergency path must not
@@ -170,6 +191,10 @@ impl SmbusDevice for LinuxI2c {
 
     fn describe(&self) -> String {
         format!("{} @ {:#04x}", self.bus.display(), self.address)
+    }
+
+    fn into_raw_bus(self: Box<Self>) -> Option<std::os::fd::OwnedFd> {
+        Some(self.file.into())
     }
 }
 
@@ -434,6 +459,23 @@ impl Actuator for Pca9685 {
 
     fn forget_cache(&mut self) {
         self.last_off = [UNKNOWN; 2];
+    }
+
+    fn raw_target(&self) -> Option<crate::failsafe::raw::RawTarget> {
+        // A second handle of our own, as for the emergency writer.
+        let bus = (self.factory)().ok()?.into_raw_bus()?;
+        Some(crate::failsafe::raw::RawTarget::Pca9685 {
+            bus,
+            throttle_channel: self.throttle_ch,
+            steering_channel: self.steering_ch,
+        })
+    }
+
+    fn raw_values(&self, neutral: Pulses) -> crate::failsafe::raw::RawValues {
+        crate::failsafe::raw::RawValues {
+            throttle: counts_for(neutral.throttle_ns, self.tick_ns) as u32,
+            steering: counts_for(neutral.steering_ns, self.tick_ns) as u32,
+        }
     }
 }
 

@@ -155,6 +155,10 @@ impl Actuator for RppalPwm {
         self.throttle.forget();
         self.steering.forget();
     }
+
+    fn raw_target(&self) -> Option<crate::failsafe::raw::RawTarget> {
+        self.throttle.raw_pair(&self.steering)
+    }
 }
 
 #[cfg(test)]

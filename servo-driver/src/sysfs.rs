@@ -178,6 +178,17 @@ impl DutyFile {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Both attributes opened once more for the signal-safe neutral table
+    /// (descriptors of its own: the control thread's stay untouched).
+    pub(crate) fn raw_pair(&self, steering: &DutyFile) -> Option<crate::failsafe::raw::RawTarget> {
+        let open = |p: &Path| OpenOptions::new().write(true).open(p).ok();
+        Some(crate::failsafe::raw::RawTarget::DutyFiles {
+            throttle: open(&self.path)?.into(),
+            steering: open(&steering.path)?.into(),
+            truncate: self.emulated,
+        })
+    }
 }
 
 // The field and constant types differ between libc targets, hence the casts.
@@ -405,6 +416,10 @@ impl Actuator for SysfsPwm {
     fn forget_cache(&mut self) {
         self.throttle.forget();
         self.steering.forget();
+    }
+
+    fn raw_target(&self) -> Option<crate::failsafe::raw::RawTarget> {
+        self.throttle.raw_pair(&self.steering)
     }
 }
 
