@@ -26,7 +26,25 @@ pub enum ReadError {
     #[error("{path}: not a regular file ({kind})")]
     NotRegular { path: PathBuf, kind: &'static str },
     #[error("{path}: {size} bytes is more than the {limit}-byte limit for this kind of file")]
-    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+}
+
+impl ReadError {
+    /// The message without the path in front, for callers that put the
+    /// file's name (or the user's name for it) in front themselves.
+    pub fn reason(&self) -> String {
+        match self {
+            ReadError::Io { source, .. } => source.to_string(),
+            ReadError::NotRegular { kind, .. } => format!("not a regular file ({kind})"),
+            ReadError::TooLarge { size, limit, .. } => {
+                format!("{size} bytes is more than the {limit}-byte limit for this kind of file")
+            }
+        }
+    }
 }
 
 fn kind_of(ft: std::fs::FileType) -> &'static str {
@@ -46,14 +64,15 @@ fn kind_of(ft: std::fs::FileType) -> &'static str {
     }
 }
 
-/// Read a whole regular file of at most `limit` bytes.
+/// Open a regular file of at most `limit` bytes for streaming (an archive
+/// too big to hold in memory at once). Same checks as [`read_limited`];
+/// the caller must still bound what it reads, in case the file grows.
 ///
 /// Refuses anything that is not a regular file *before* opening it for
-/// reading (opening a FIFO blocks until a writer comes), checks the size
-/// from the open handle's metadata (so a swap between the check and the
-/// open changes nothing), and still stops after `limit + 1` bytes in case
-/// the file grows while it is read.
-pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+/// reading (opening a FIFO blocks until a writer comes), and checks the
+/// type and size again from the open handle's metadata (so a swap between
+/// the check and the open changes nothing). Returns the file and its size.
+pub fn open_limited(path: &Path, limit: u64) -> Result<(std::fs::File, u64), ReadError> {
     let io = |source| ReadError::Io {
         path: path.to_path_buf(),
         source,
@@ -87,7 +106,20 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
             limit,
         });
     }
-    let mut buf = Vec::with_capacity(meta.len() as usize);
+    Ok((f, meta.len()))
+}
+
+/// Read a whole regular file of at most `limit` bytes.
+///
+/// The checks of [`open_limited`], and the read still stops after
+/// `limit + 1` bytes in case the file grows while it is read.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let io = |source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let (f, len) = open_limited(path, limit)?;
+    let mut buf = Vec::with_capacity(len as usize);
     f.take(limit + 1).read_to_end(&mut buf).map_err(io)?;
     if buf.len() as u64 > limit {
         return Err(ReadError::TooLarge {
@@ -129,13 +161,20 @@ mod tests {
     #[test]
     fn refuses_dev_zero_and_a_directory_and_a_fifo_without_blocking() {
         let e = read_limited(Path::new("/dev/zero"), 1 << 20).unwrap_err();
-        assert!(e.to_string().contains("/dev/zero: not a regular file (a character device)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("/dev/zero: not a regular file (a character device)"),
+            "{e}"
+        );
         let d = tempfile::tempdir().unwrap();
         let e = read_limited(d.path(), 1 << 20).unwrap_err();
         assert!(e.to_string().contains("a directory"), "{e}");
         let fifo = d.path().join("pipe");
         // std has no mkfifo; coreutils' mkfifo(1) is on every Debian machine.
-        let st = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        let st = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
         assert!(st.success());
         let e = read_limited(&fifo, 1 << 20).unwrap_err();
         assert!(e.to_string().contains("a FIFO"), "{e}");
@@ -147,6 +186,10 @@ mod tests {
         let p = d.path().join("big.npy");
         std::fs::write(&p, vec![0u8; 101]).unwrap();
         let e = read_limited(&p, 100).unwrap_err();
-        assert!(e.to_string().contains("big.npy: 101 bytes is more than the 100-byte limit"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("big.npy: 101 bytes is more than the 100-byte limit"),
+            "{e}"
+        );
     }
 }

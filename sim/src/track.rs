@@ -5,6 +5,17 @@ use std::path::{Path, PathBuf};
 
 use crate::npy::{self, NpyError};
 
+/// Largest track file read: a real DeepRacer track is under 10 kB (150
+/// rows); 16 MiB is 350,000 rows, far past any track, and keeps a huge or
+/// endless file (`/dev/zero`) from eating the car's memory.
+pub const MAX_TRACK_FILE_BYTES: u64 = 16 << 20;
+/// No coordinate of a DeepRacer track (metres, a few to ~30 m across, near
+/// the origin) comes anywhere near this.
+pub const MAX_COORDINATE_M: f64 = 1000.0;
+/// A centre line whose points all lie within this of each other is not a
+/// track (and its segment lengths may underflow to zero).
+pub const MIN_EXTENT_M: f64 = 1e-3;
+
 /// Names of the tracks compiled into the crate, in display order.
 const BUILTINS: &[(&str, &[u8])] = &[
     ("oval", include_bytes!("../tracks/oval.npy")),
@@ -41,6 +52,19 @@ pub enum TrackError {
         col: usize,
         value: f64,
     },
+    #[error("{path}: cannot read track file: {reason}")]
+    NotReadable { path: PathBuf, reason: String },
+    #[error("{file}: row {row} column {col} is {value} m, absurd for a DeepRacer track (metres, a few to ~30 m across; limit {MAX_COORDINATE_M} m){hint}")]
+    Magnitude {
+        file: String,
+        row: usize,
+        col: usize,
+        value: f64,
+        /// Why it might be so (millimetres), or empty.
+        hint: &'static str,
+    },
+    #[error("{file}: the centre line is degenerate: all its points lie within {extent:e} m of each other (DeepRacer tracks are metres across)")]
+    Degenerate { file: String, extent: f64 },
     #[error("{file}: only {distinct} distinct centre-line points (need at least 3)")]
     TooFewPoints { file: String, distinct: usize },
     #[error("unknown track '{name}': not a built-in ({builtins}) and no such file")]
@@ -94,9 +118,13 @@ impl Track {
     /// Loads a DeepRacer `.npy` track file.
     pub fn load(path: impl AsRef<Path>) -> Result<Track, TrackError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| TrackError::Io {
-            path: path.to_path_buf(),
-            source,
+        // Bounded, regular files only: a FIFO or /dev/zero is refused at once.
+        let bytes = safe_io::read_limited(path, MAX_TRACK_FILE_BYTES).map_err(|e| match e {
+            safe_io::ReadError::Io { path, source } => TrackError::Io { path, source },
+            e => TrackError::NotReadable {
+                path: path.to_path_buf(),
+                reason: e.reason(),
+            },
         })?;
         let name = path
             .file_stem()
@@ -185,6 +213,7 @@ impl Track {
                 distinct: distinct.len(),
             });
         }
+        check_magnitudes(file, rows)?;
         let waypoints: Vec<[f64; 2]> = rows.iter().map(|r| [r[0], r[1]]).collect();
         let inner: Vec<[f64; 2]> = rows.iter().map(|r| [r[2], r[3]]).collect();
         let outer: Vec<[f64; 2]> = rows.iter().map(|r| [r[4], r[5]]).collect();
@@ -212,15 +241,26 @@ impl Track {
             s += l;
         }
         // Zero-length segments (repeated waypoints) take their neighbour's
-        // direction so every segment has a usable heading.
+        // direction so every segment has a usable heading. The search is
+        // bounded: if every segment were zero-length (coordinates so small
+        // their differences underflow, like 1e-200) it used to spin forever.
         for i in 0..nseg {
             if seg_len[i] == 0.0 {
-                let mut j = (i + 1) % nseg;
-                while seg_len[j] == 0.0 {
-                    j = (j + 1) % nseg;
-                }
-                seg_dir[i] = seg_dir[j];
+                let next = (1..nseg)
+                    .map(|k| (i + k) % nseg)
+                    .find(|&j| seg_len[j] > 0.0)
+                    .ok_or_else(|| TrackError::Degenerate {
+                        file: file.to_string(),
+                        extent: 0.0,
+                    })?;
+                seg_dir[i] = seg_dir[next];
             }
+        }
+        if !(s.is_finite() && s > 0.0) {
+            return Err(TrackError::Degenerate {
+                file: file.to_string(),
+                extent: s,
+            });
         }
         let mut half_left = Vec::with_capacity(n);
         let mut half_right = Vec::with_capacity(n);
@@ -343,10 +383,8 @@ impl Track {
     /// Segment containing arc length `s` (wrapped).
     pub fn segment_at(&self, s: f64) -> usize {
         let s = self.wrap_s(s);
-        match self
-            .seg_s0
-            .binary_search_by(|v| v.partial_cmp(&s).expect("finite"))
-        {
+        // total_cmp: a NaN position (a car that flew off) must not panic.
+        match self.seg_s0.binary_search_by(|v| v.total_cmp(&s)) {
             Ok(i) => {
                 // Skip zero-length segments that share this start.
                 let mut i = i;
@@ -355,7 +393,8 @@ impl Track {
                 }
                 i
             }
-            Err(i) => i - 1,
+            // 0 only for -0.0 or a negative NaN, which belong to the start.
+            Err(i) => i.saturating_sub(1).min(self.seg_len.len() - 1),
         }
     }
 
@@ -487,4 +526,56 @@ impl Track {
         }
         b
     }
+}
+
+/// Refuse coordinates no DeepRacer track has: far too large (a file in
+/// millimetres, or garbage like 1e300, whose squares overflow to infinity)
+/// or a centre line that is all one point (1e-200, whose segment lengths
+/// underflow to zero). Runs after the finite check.
+fn check_magnitudes(file: &str, rows: &[[f64; 6]]) -> Result<(), TrackError> {
+    let mut lo = [f64::INFINITY; 2];
+    let mut hi = [f64::NEG_INFINITY; 2];
+    let mut all_lo = [f64::INFINITY; 2];
+    let mut all_hi = [f64::NEG_INFINITY; 2];
+    let mut worst: Option<(usize, usize, f64)> = None;
+    for (r, row) in rows.iter().enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            if v.abs() > MAX_COORDINATE_M && worst.is_none_or(|(_, _, w)| v.abs() > w.abs()) {
+                worst = Some((r, c, v));
+            }
+            all_lo[c % 2] = all_lo[c % 2].min(v);
+            all_hi[c % 2] = all_hi[c % 2].max(v);
+        }
+        for k in 0..2 {
+            lo[k] = lo[k].min(row[k]);
+            hi[k] = hi[k].max(row[k]);
+        }
+    }
+    if let Some((row, col, value)) = worst {
+        // Tracks are 1-100 m across: 1,000-100,000 in millimetres.
+        let across = (all_hi[0] - all_lo[0]).max(all_hi[1] - all_lo[1]);
+        let hint = if (1_000.0..=100_000.0).contains(&across) {
+            "; it looks like millimetres: divide the coordinates by 1000"
+        } else {
+            ""
+        };
+        return Err(TrackError::Magnitude {
+            file: file.to_string(),
+            row,
+            col,
+            value,
+            hint,
+        });
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let extent = (hi[0] - lo[0]).max(hi[1] - lo[1]);
+    if extent < MIN_EXTENT_M {
+        return Err(TrackError::Degenerate {
+            file: file.to_string(),
+            extent,
+        });
+    }
+    Ok(())
 }
