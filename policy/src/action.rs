@@ -143,13 +143,27 @@ impl ActionMapper {
         } else {
             0.0
         };
-        let curve = (self.a * speed * speed + self.b * speed).clamp(-1.0, 1.0);
-        MappedAction {
+        // The stock curve clamps to [-1, 1]; we clamp to [0, 1]: an
+        // autonomous car never reverses, whatever an action space built in
+        // code (parsed metadata is already 0.1-4 m/s) says.
+        let curve = (self.a * speed * speed + self.b * speed).clamp(0.0, 1.0);
+        let m = MappedAction {
             index,
             steering_angle_deg: angle,
             speed_mps: speed,
             steering: (angle * self.inv_max_angle).clamp(-1.0, 1.0),
             throttle: scale_setting * curve,
+        };
+        // `clamp` passes NaN through: an action space with angles or speeds
+        // beyond f32 (inf * 0) must still never reach the wheels as NaN.
+        if m.steering.is_finite()
+            && m.throttle.is_finite()
+            && m.steering_angle_deg.is_finite()
+            && m.speed_mps.is_finite()
+        {
+            m
+        } else {
+            MappedAction::NEUTRAL
         }
     }
 }
@@ -276,6 +290,50 @@ mod tests {
         close(a.steering, -1.0 / 3.0);
         // v = 1, vmax = 2: -0.3 + 1.1 = 0.8
         close(a.throttle, 0.8);
+    }
+
+    #[test]
+    fn hostile_action_spaces_never_give_nan_or_reverse() {
+        // Built in code, so the metadata ranges did not apply.
+        let reverse = ActionSpace::Discrete(vec![DiscreteAction {
+            steering_angle: 0.0,
+            speed: -1.0,
+        }]);
+        let a = ActionMapper::new(&reverse).map(&[1.0], 1.0);
+        assert_eq!(a.throttle, 0.0, "{a:?}");
+        let huge = ActionSpace::Discrete(vec![
+            DiscreteAction {
+                steering_angle: 1e300,
+                speed: 1e300,
+            },
+            DiscreteAction {
+                steering_angle: f64::NAN,
+                speed: f64::INFINITY,
+            },
+        ]);
+        let m = ActionMapper::new(&huge);
+        for out in [[1.0, 0.0], [0.0, 1.0]] {
+            let a = m.map(&out, 1.0);
+            assert!(a.steering.is_finite() && a.throttle.is_finite(), "{a:?}");
+            assert!((-1.0..=1.0).contains(&a.steering) && (0.0..=1.0).contains(&a.throttle));
+        }
+        let c = ActionMapper::new(&ActionSpace::Continuous {
+            steering_angle: Range {
+                low: -1e300,
+                high: 1e300,
+            },
+            speed: Range {
+                low: -5.0,
+                high: -1.0,
+            },
+        });
+        for out in [[-1.0, -1.0], [0.3, 1.0], [1.0, 0.0]] {
+            let a = c.map(&out, 1.0);
+            assert!(
+                a.steering.is_finite() && (0.0..=1.0).contains(&a.throttle),
+                "{a:?}"
+            );
+        }
     }
 
     #[test]

@@ -204,6 +204,22 @@ pub struct ModelMetadata {
 
 pub const METADATA_FILE: &str = "model_metadata.json";
 
+/// Steering angles the car accepts, in degrees: DeepRacer's +/-30.
+pub const STEERING_RANGE_DEG: (f64, f64) = (-30.0, 30.0);
+/// Speeds the car accepts, in m/s: DeepRacer's 0.1-4. A speed at or below
+/// zero would map to reverse or to a standing start through the throttle
+/// curve, and one far beyond would overflow it.
+pub const SPEED_RANGE_MPS: (f64, f64) = (0.1, 4.0);
+const STEERING_SHOWN: &str = "+/-30 degrees";
+const SPEED_SHOWN: &str = "0.1-4 m/s";
+/// Most entries a discrete action space may have. The console builds at
+/// most 21 (7 angles x 3 speeds); hand-written files rarely reach 100. The
+/// cap bounds the policy's output buffer and the mapper's tables.
+pub const MAX_DISCRETE_ACTIONS: usize = 1024;
+/// Rounding slack on the range ends, so that 30.000000000000004 (a radians
+/// round trip) is still 30 degrees. The mapper clamps anyway.
+const RANGE_SLACK: f64 = 1e-6;
+
 struct Ctx<'a> {
     file: &'a str,
 }
@@ -232,6 +248,24 @@ impl Ctx<'_> {
         }
     }
 
+    /// A number inside `[lo, hi]`; `shown` is the range as the message
+    /// gives it ("0.1-4 m/s").
+    fn in_range(
+        &self,
+        v: Option<&Value>,
+        field: &str,
+        (lo, hi): (f64, f64),
+        shown: &str,
+    ) -> Result<f64, MetadataError> {
+        let x = self.number(v, field)?;
+        if x < lo - RANGE_SLACK || x > hi + RANGE_SLACK {
+            // As the file writes it: 1e300, not three hundred digits.
+            let as_written = v.map_or_else(|| x.to_string(), short);
+            return Err(self.err(field, format!("{as_written} is outside {shown}")));
+        }
+        Ok(x)
+    }
+
     fn string<'v>(&self, v: &'v Value, field: &str) -> Result<&'v str, MetadataError> {
         v.as_str()
             .ok_or_else(|| self.err(field, format!("expected a string, got {}", short(v))))
@@ -249,7 +283,13 @@ fn short(v: &Value) -> String {
     }
 }
 
-fn parse_range(ctx: &Ctx, v: Option<&Value>, field: &str) -> Result<Range, MetadataError> {
+fn parse_range(
+    ctx: &Ctx,
+    v: Option<&Value>,
+    field: &str,
+    bounds: (f64, f64),
+    shown: &str,
+) -> Result<Range, MetadataError> {
     let obj = match v {
         Some(Value::Object(o)) => o,
         None | Some(Value::Null) => {
@@ -265,8 +305,8 @@ fn parse_range(ctx: &Ctx, v: Option<&Value>, field: &str) -> Result<Range, Metad
             ))
         }
     };
-    let low = ctx.number(obj.get("low"), &format!("{field}.low"))?;
-    let high = ctx.number(obj.get("high"), &format!("{field}.high"))?;
+    let low = ctx.in_range(obj.get("low"), &format!("{field}.low"), bounds, shown)?;
+    let high = ctx.in_range(obj.get("high"), &format!("{field}.high"), bounds, shown)?;
     if high <= low {
         return Err(ctx.err(
             field,
@@ -332,15 +372,33 @@ impl ModelMetadata {
                         "a discrete action space needs at least one action",
                     ));
                 }
+                if list.len() > MAX_DISCRETE_ACTIONS {
+                    return Err(ctx.err(
+                        "action_space",
+                        format!(
+                            "{} actions is more than the {MAX_DISCRETE_ACTIONS} this car accepts",
+                            list.len()
+                        ),
+                    ));
+                }
                 let mut actions = Vec::with_capacity(list.len());
                 for (i, a) in list.iter().enumerate() {
                     let f = format!("action_space[{i}]");
                     let o = a.as_object().ok_or_else(|| {
                         ctx.err(&f, format!("expected an object, got {}", short(a)))
                     })?;
-                    let steering_angle =
-                        ctx.number(o.get("steering_angle"), &format!("{f}.steering_angle"))?;
-                    let speed = ctx.number(o.get("speed"), &format!("{f}.speed"))?;
+                    let steering_angle = ctx.in_range(
+                        o.get("steering_angle"),
+                        &format!("{f}.steering_angle"),
+                        STEERING_RANGE_DEG,
+                        STEERING_SHOWN,
+                    )?;
+                    let speed = ctx.in_range(
+                        o.get("speed"),
+                        &format!("{f}.speed"),
+                        SPEED_RANGE_MPS,
+                        SPEED_SHOWN,
+                    )?;
                     // `index`, when present, must agree with the position: the
                     // network's outputs are in list order, and a file whose
                     // indices disagree was written by something confused.
@@ -381,8 +439,16 @@ impl ModelMetadata {
                         &ctx,
                         o.get("steering_angle"),
                         "action_space.steering_angle",
+                        STEERING_RANGE_DEG,
+                        STEERING_SHOWN,
                     )?,
-                    speed: parse_range(&ctx, o.get("speed"), "action_space.speed")?,
+                    speed: parse_range(
+                        &ctx,
+                        o.get("speed"),
+                        "action_space.speed",
+                        SPEED_RANGE_MPS,
+                        SPEED_SHOWN,
+                    )?,
                 }
             }
             other => {
@@ -725,6 +791,55 @@ mod tests {
         assert_eq!(v["action_space"][0]["index"], 0);
         assert_eq!(v["action_space_type"], "discrete");
         assert_eq!(v["sensor"][0], "FRONT_FACING_CAMERA");
+    }
+
+    #[test]
+    fn speeds_and_angles_outside_deepracer_ranges_are_refused_by_field() {
+        let four = r#"{"steering_angle": 0, "speed": 1}, {"steering_angle": 0, "speed": 1}, {"steering_angle": 0, "speed": 1}"#;
+        assert_eq!(
+            err_text(&format!(
+                r#"{{"action_space": [{four}, {{"steering_angle": 0, "speed": -1}}]}}"#
+            )),
+            "model_metadata.json: action_space[3].speed: -1 is outside 0.1-4 m/s"
+        );
+        assert_eq!(
+            err_text(r#"{"action_space": [{"steering_angle": 0, "speed": 0}]}"#),
+            "model_metadata.json: action_space[0].speed: 0 is outside 0.1-4 m/s"
+        );
+        // Finite as f64 but infinite as the f32 the mapper works in.
+        assert_eq!(
+            err_text(r#"{"action_space": [{"steering_angle": 1e300, "speed": 1}]}"#),
+            "model_metadata.json: action_space[0].steering_angle: 1e+300 is outside +/-30 degrees"
+        );
+        assert_eq!(
+            err_text(r#"{"action_space": [{"steering_angle": -31, "speed": 4.5}]}"#),
+            "model_metadata.json: action_space[0].steering_angle: -31 is outside +/-30 degrees"
+        );
+        assert_eq!(
+            err_text(
+                r#"{"action_space_type": "continuous", "action_space": {"steering_angle": {"low": -30, "high": 30}, "speed": {"low": -4, "high": 2}}}"#
+            ),
+            "model_metadata.json: action_space.speed.low: -4 is outside 0.1-4 m/s"
+        );
+        assert_eq!(
+            err_text(
+                r#"{"action_space_type": "continuous", "action_space": {"steering_angle": {"low": -30, "high": 90}, "speed": {"low": 1, "high": 2}}}"#
+            ),
+            "model_metadata.json: action_space.steering_angle.high: 90 is outside +/-30 degrees"
+        );
+        // The range ends themselves are fine.
+        ModelMetadata::parse(
+            r#"{"action_space": [{"steering_angle": -30, "speed": 0.1}, {"steering_angle": 30, "speed": 4}]}"#,
+            F,
+        )
+        .unwrap();
+        let many: Vec<String> = (0..=MAX_DISCRETE_ACTIONS)
+            .map(|_| r#"{"steering_angle": 0, "speed": 1}"#.to_string())
+            .collect();
+        assert!(
+            err_text(&format!(r#"{{"action_space": [{}]}}"#, many.join(",")))
+                .starts_with("model_metadata.json: action_space: 1025 actions is more than")
+        );
     }
 
     #[test]

@@ -10,7 +10,10 @@ use std::time::Instant;
 
 /// Graphs bigger than this are not DeepRacer models (the deep network is
 /// about 100 MB); refusing early protects a car's memory from a bad upload.
-pub const MAX_GRAPH_BYTES: u64 = 512 << 20;
+/// 256 MB leaves the deep network room to grow 2.5 times while the check
+/// child (which holds the bytes, the decoded graph and the engine's copy)
+/// stays well inside its address-space limit (`check::ChildLimits`).
+pub const MAX_GRAPH_BYTES: u64 = 256 << 20;
 const MAX_METADATA_BYTES: u64 = 1 << 20;
 /// Total bytes read out of an archive, whatever the entries claim.
 const MAX_ARCHIVE_BYTES: u64 = 1 << 30;

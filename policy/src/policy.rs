@@ -18,7 +18,27 @@ pub enum PolicyError {
     OutputSize { got: usize, want: usize },
     #[error("inference failed: {0}")]
     Run(String),
+    /// A broken model: the car must not act on NaN or infinity.
+    #[error("inference gave a non-finite output ({value} at output {index})")]
+    NonFinite { index: usize, value: f32 },
 }
+
+/// Largest width or height of a model input. DeepRacer inputs are 160x120;
+/// 1280 leaves room for any camera resize the car could do, and keeps one
+/// input tensor (with the channel and element caps) to a few MB.
+pub const MAX_INPUT_SIDE: i64 = 1280;
+/// Most channels: 1 or 3 for one camera, a few stacked frames at most.
+pub const MAX_INPUT_CHANNELS: i64 = 16;
+/// Most values in one input tensor (16 MB of f32): 1280x960x3 fits.
+pub const MAX_INPUT_ELEMENTS: i64 = 4 << 20;
+/// Most nodes in a graph, subgraphs included. The stock deep network is a
+/// few hundred nodes even as a TensorFlow frozen graph; engines' load time
+/// grows faster than the square of the node count (100,000 chained nodes
+/// took minutes), so the cap keeps a hostile graph's load to seconds.
+pub const MAX_GRAPH_NODES: usize = 20_000;
+/// Most values in the output the ONNX Runtime path preallocates: one score
+/// per action of the largest discrete action space.
+pub const MAX_OUTPUT_ELEMENTS: i64 = crate::metadata::MAX_DISCRETE_ACTIONS as i64;
 
 struct OrtRunner {
     session: Session,
@@ -59,11 +79,30 @@ impl std::fmt::Debug for Policy {
     }
 }
 
-/// Decide NCHW or NHWC from a rank-4 shape with batch first.
+/// Decide NCHW or NHWC from a rank-4 shape with batch first, within the
+/// size caps (checked before anything is allocated for the input).
 pub fn spec_from_shape(dims: &[i64]) -> Result<InputSpec, String> {
     if dims.len() != 4 {
         return Err(format!(
             "has shape {dims:?}; expected an image [1,C,H,W] or [1,H,W,C]"
+        ));
+    }
+    // Every dimension first: which one is the channel count is not known
+    // yet, and a 65535x65535 image must be refused before any layout logic.
+    for (i, &d) in dims.iter().enumerate().skip(1) {
+        if d > MAX_INPUT_SIDE {
+            return Err(format!(
+                "dimension {i} is {d} (shape {dims:?}); the limit is {MAX_INPUT_SIDE} for width and height, {MAX_INPUT_CHANNELS} for channels"
+            ));
+        }
+    }
+    let total = dims[1..]
+        .iter()
+        .try_fold(1i64, |acc, &d| acc.checked_mul(d.max(1)))
+        .filter(|&n| n <= MAX_INPUT_ELEMENTS);
+    if total.is_none() {
+        return Err(format!(
+            "has shape {dims:?}, more than {MAX_INPUT_ELEMENTS} values"
         ));
     }
     if dims[0] > 1 {
@@ -86,6 +125,11 @@ pub fn spec_from_shape(dims: &[i64]) -> Result<InputSpec, String> {
             "has shape {dims:?}; expected 1 or 3 channels in NCHW [1,C,H,W] or NHWC [1,H,W,C]"
         ));
     };
+    if c > MAX_INPUT_CHANNELS {
+        return Err(format!(
+            "has {c} channels (shape {dims:?}); the limit is {MAX_INPUT_CHANNELS}"
+        ));
+    }
     if h <= 0 || w <= 0 {
         return Err(format!(
             "has a dynamic height or width (shape {dims:?}); the model must fix its image size"
@@ -100,6 +144,47 @@ pub fn spec_from_shape(dims: &[i64]) -> Result<InputSpec, String> {
     })
 }
 
+/// Nodes in an ONNX graph, its subgraphs (If, Loop, Scan bodies) included.
+fn onnx_node_count(g: &tract_onnx::pb::GraphProto) -> usize {
+    g.node.len()
+        + g.node
+            .iter()
+            .flat_map(|n| n.attribute.iter())
+            .map(|a| {
+                a.g.iter()
+                    .chain(a.graphs.iter())
+                    .map(onnx_node_count)
+                    .sum::<usize>()
+            })
+            .sum::<usize>()
+}
+
+/// The caps, checked on the decoded protobuf before any engine sees the
+/// graph: decoding is linear in the file size, the engines are not.
+fn precheck_onnx(proto: &tract_onnx::pb::ModelProto, file: &str) -> Result<InputSpec, ModelError> {
+    let graph = proto.graph.as_ref().ok_or_else(|| ModelError::Graph {
+        file: file.into(),
+        message: "the model has no graph".into(),
+    })?;
+    let nodes = onnx_node_count(graph);
+    if nodes > MAX_GRAPH_NODES {
+        return Err(ModelError::Graph {
+            file: file.into(),
+            message: format!(
+                "graph.node: {nodes} nodes is over the limit of {MAX_GRAPH_NODES} (DeepRacer networks have a few hundred)"
+            ),
+        });
+    }
+    let dims = onnx_input_dims(proto).map_err(|message| ModelError::Input {
+        file: file.into(),
+        message,
+    })?;
+    spec_from_shape(&dims).map_err(|m| ModelError::Input {
+        file: file.into(),
+        message: m,
+    })
+}
+
 impl Policy {
     pub(crate) fn from_onnx(
         bytes: &[u8],
@@ -110,9 +195,15 @@ impl Policy {
             file: file.to_string(),
             message: m,
         };
+        let onnx = tract_onnx::onnx();
+        let proto = onnx
+            .proto_model_for_read(&mut &bytes[..])
+            .map_err(|e| gerr(format!("not an ONNX model: {e:#}")))?;
+        let declared = precheck_onnx(&proto, file)?;
         if backend.kind() == BackendKind::Tract {
-            return Self::from_onnx_tract(bytes, file);
+            return Self::from_onnx_tract(proto, declared, file);
         }
+        drop(proto);
         // From here on: ONNX Runtime, at its full optimisation, on one core
         // (the car's other core runs the camera, web server and recorder; a
         // thread pool would also add jitter).
@@ -164,6 +255,18 @@ impl Policy {
             file: file.into(),
             message: m,
         })?;
+        if spec != declared {
+            // ONNX Runtime read the input differently from the protobuf we
+            // checked; refuse rather than trust either.
+            return Err(ModelError::Input {
+                file: file.into(),
+                message: format!(
+                    "is {:?} to ONNX Runtime but {:?} in the graph",
+                    spec.shape(),
+                    declared.shape()
+                ),
+            });
+        }
         let shape = spec.shape();
         let input =
             OrtTensor::<f32>::from_array((shape, vec![0f32; spec.len()].into_boxed_slice()))
@@ -175,7 +278,15 @@ impl Policy {
         let run_options = match out_dims {
             Some(d) if d.iter().all(|&x| x > 0 || x == -1) => {
                 let d: Vec<i64> = d.iter().map(|&x| if x == -1 { 1 } else { x }).collect();
-                let n: i64 = d.iter().product();
+                let n = d
+                    .iter()
+                    .try_fold(1i64, |acc, &x| acc.checked_mul(x))
+                    .filter(|&n| n <= MAX_OUTPUT_ELEMENTS)
+                    .ok_or_else(|| {
+                        gerr(format!(
+                            "output shape {d:?} has more than {MAX_OUTPUT_ELEMENTS} values (one per action at most)"
+                        ))
+                    })?;
                 let out =
                     OrtTensor::<f32>::from_array((d, vec![0f32; n as usize].into_boxed_slice()))
                         .map_err(|e| gerr(e.to_string()))?;
@@ -208,23 +319,16 @@ impl Policy {
     /// bytes) for every output of every run whose output it did not
     /// preallocate, and the shim cannot take preallocated outputs, so the
     /// car leaked on every frame. Same engine, same optimisation.
-    fn from_onnx_tract(bytes: &[u8], file: &str) -> Result<Policy, ModelError> {
+    fn from_onnx_tract(
+        proto: tract_onnx::pb::ModelProto,
+        spec: InputSpec,
+        file: &str,
+    ) -> Result<Policy, ModelError> {
         let gerr = |m: String| ModelError::Graph {
             file: file.to_string(),
             message: m,
         };
         let onnx = tract_onnx::onnx();
-        let proto = onnx
-            .proto_model_for_read(&mut &bytes[..])
-            .map_err(|e| gerr(format!("not an ONNX model: {e:#}")))?;
-        let dims = onnx_input_dims(&proto).map_err(|message| ModelError::Input {
-            file: file.into(),
-            message,
-        })?;
-        let spec = spec_from_shape(&dims).map_err(|m| ModelError::Input {
-            file: file.into(),
-            message: m,
-        })?;
         let model = onnx
             .model_for_proto_model(&proto)
             .map_err(|e| gerr(format!("{e:#}")))?;
@@ -256,6 +360,12 @@ impl Policy {
         let graph = tf
             .proto_model_for_read(&mut &bytes[..])
             .map_err(|e| gerr(format!("not a TensorFlow frozen graph: {e}")))?;
+        if graph.node.len() > MAX_GRAPH_NODES {
+            return Err(gerr(format!(
+                "node: {} nodes is over the limit of {MAX_GRAPH_NODES} (DeepRacer networks have a few hundred)",
+                graph.node.len()
+            )));
+        }
         let mut model = tf
             .model_for_proto_model(&graph)
             .map_err(|e| gerr(format!("{e:#}")))?;
@@ -358,7 +468,15 @@ impl Policy {
                 want: self.output_len,
             });
         }
-        self.run_raw(input, Some(output)).map(|_| ())
+        self.run_raw(input, Some(output))?;
+        // A handful of floats, no allocation: free next to the inference.
+        match output.iter().position(|x| !x.is_finite()) {
+            None => Ok(()),
+            Some(index) => Err(PolicyError::NonFinite {
+                index,
+                value: output[index],
+            }),
+        }
     }
 
     fn run_raw(&mut self, input: &[f32], output: Option<&mut [f32]>) -> Result<usize, PolicyError> {
