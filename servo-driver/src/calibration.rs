@@ -29,6 +29,12 @@ pub const DEFAULT_PERIOD_NS: u32 = 20_000_000;
 pub const MIN_PERIOD_NS: u32 = 3_000_000;
 /// Longest accepted period (20 Hz): slower and servos start to twitch.
 pub const MAX_PERIOD_NS: u32 = 50_000_000;
+/// Largest calibration file read: the real ones are about 300 bytes; this
+/// keeps `calibration import /dev/zero` or a huge file from using memory.
+pub const MAX_CALIBRATION_BYTES: u64 = 64 << 10;
+/// A temp file from a save older than this is left over from a save that
+/// was killed (a save takes milliseconds), whoever its process id names.
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One channel: pulse widths in ns for full negative, neutral and full
 /// positive command, and whether the command is inverted.
@@ -333,8 +339,10 @@ impl Calibration {
         s
     }
 
-    /// Load the project's own file.
+    /// Load the project's own file. Also removes temp files a killed save
+    /// left beside it (best effort: a read-only folder is fine).
     pub fn load(path: &Path) -> Result<Self, CalibrationError> {
+        remove_stale_temps(path);
         let text = read(path)?;
         Self::from_project_json(&text, path)
     }
@@ -386,10 +394,19 @@ pub fn export_deepracer(cal: &Calibration, path: &Path) -> Result<(), Calibratio
     cal.export_deepracer(path)
 }
 
+/// Calibration files come from outside (`calibration import` of a stock
+/// car's file): regular files only, bounded, so a FIFO or `/dev/zero`
+/// gives an error at once instead of blocking or filling memory.
 fn read(path: &Path) -> Result<String, CalibrationError> {
-    fs::read_to_string(path).map_err(|error| CalibrationError::Io {
-        path: path.to_path_buf(),
-        error,
+    safe_io::read_limited_to_string(path, MAX_CALIBRATION_BYTES).map_err(|e| {
+        let error = match e {
+            safe_io::ReadError::Io { source, .. } => source,
+            e => io::Error::new(io::ErrorKind::InvalidInput, e.reason()),
+        };
+        CalibrationError::Io {
+            path: path.to_path_buf(),
+            error,
+        }
     })
 }
 
@@ -496,7 +513,9 @@ pub fn atomic_write_with(
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    // Same directory, so the rename cannot cross file systems.
+    remove_stale_temps(path);
+    // Same directory, so the rename cannot cross file systems. The name is
+    // what `stale_temp_pid` recognises: `.<name>.tmp.<pid>.<counter>`.
     let tmp = dir.join(format!(
         ".{}.tmp.{}.{}",
         name.to_string_lossy(),
@@ -519,4 +538,73 @@ pub fn atomic_write_with(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// The process id in a temp file name [`atomic_write_with`] made for
+/// `target_name`, `.<target_name>.tmp.<pid>.<counter>`; `None` for every
+/// other name, so a user's own `*.tmp` files are never touched.
+fn stale_temp_pid(file_name: &str, target_name: &str) -> Option<u32> {
+    let rest = file_name
+        .strip_prefix('.')?
+        .strip_prefix(target_name)?
+        .strip_prefix(".tmp.")?;
+    let (pid, counter) = rest.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(counter) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // Signal 0 checks existence only. EPERM means it exists (another user's).
+    // SAFETY: kill with signal 0 sends nothing and touches no memory.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Remove temp files that a killed save of `path` left behind: ours by
+/// name, and either from a process that no longer runs or older than any
+/// save takes. A save in flight (a live process, a fresh file) is left
+/// alone. Best effort: errors are ignored, the save or load goes on.
+pub fn remove_stale_temps(path: &Path) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Some(target) = path.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    let me = std::process::id();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| stale_temp_pid(n, target)) else {
+            continue;
+        };
+        // Only plain files: never follow or remove anything else.
+        let Ok(meta) = e.path().symlink_metadata() else {
+            continue;
+        };
+        if !meta.file_type().is_file() {
+            continue;
+        }
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMP_AGE);
+        let orphan = pid != me && !process_alive(pid);
+        if old || orphan {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
