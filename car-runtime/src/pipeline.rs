@@ -67,16 +67,13 @@ pub fn load_model(path: Option<&Path>, backend: &Backend) -> Result<Model, polic
 pub struct PolicyBrain {
     model: Model,
     mapper: ActionMapper,
+    /// Built for the camera's format. JPEG frames are checked against that
+    /// format and decoded inside it (the same code `check-model` runs):
+    /// luma at reduced scale without allocation for gray models, the
+    /// general decoder for the odd frame that needs it, chosen per frame.
     pre: Option<Preprocessor>,
-    /// Gray model + JPEG camera: decode luma at reduced scale straight into
-    /// `gray`, then preprocess that (no full-size decode, no allocation).
-    jpeg: Option<policy::jpeg::JpegDecoder>,
-    gray: Vec<u8>,
     /// The (w, h, format) the preprocessor was built for, as the camera sends it.
     built_for: Option<(u32, u32, PixelFormat)>,
-    /// The fast JPEG path refused this camera's JPEGs (progressive...): use
-    /// the preprocessor's general decoder.
-    jpeg_fallback: bool,
     input: Vec<f32>,
     output: Vec<f32>,
     origin: String,
@@ -94,10 +91,7 @@ impl PolicyBrain {
             model,
             mapper,
             pre: None,
-            jpeg: None,
-            gray: Vec::new(),
             built_for: None,
-            jpeg_fallback: false,
             input,
             output,
             origin,
@@ -114,73 +108,25 @@ impl PolicyBrain {
         format: PixelFormat,
     ) -> Result<(), BrainError> {
         let spec = *self.model.policy.input_spec();
-        let fast_jpeg = format == PixelFormat::Jpeg && spec.channels == 1 && !self.jpeg_fallback;
-        let (pw, ph, pf) = if fast_jpeg {
-            let scale = policy::jpeg::Scale::for_target(
-                width,
-                height,
-                spec.width as u32,
-                spec.height as u32,
-            );
-            let (w, h) = scale.output_size(width, height);
-            self.gray = vec![0; w as usize * h as usize];
-            self.jpeg = Some(policy::jpeg::JpegDecoder::new());
-            (w, h, PixelFormat::Gray8)
-        } else {
-            self.jpeg = None;
-            (width, height, format)
-        };
         self.pre = Some(
-            Preprocessor::new(pw, ph, pf, spec)
+            Preprocessor::new(width, height, format, spec)
                 .map_err(|e| BrainError(format!("preprocessor: {e}")))?,
         );
         self.built_for = Some((width, height, format));
         Ok(())
     }
 
-    /// Decode (fast JPEG path only) and preprocess into `self.input`;
-    /// returns the decode time in microseconds (0 without decode).
+    /// Decode (JPEG frames) and preprocess into `self.input`; returns the
+    /// decode time in microseconds (0 without decode).
     pub fn preprocess(&mut self, frame: &Frame<'_>) -> Result<f32, BrainError> {
         if self.built_for != Some((frame.width, frame.height, frame.format)) {
             // Only when the camera's size or format changes (never in steady state).
             self.prepare(frame.width, frame.height, frame.format)?;
         }
-        if let Some(dec) = self.jpeg.as_mut() {
-            let t = Instant::now();
-            let scale = policy::jpeg::Scale::for_target(
-                frame.width,
-                frame.height,
-                self.model.policy.input_spec().width as u32,
-                self.model.policy.input_spec().height as u32,
-            );
-            match dec.decode_gray_scaled(frame.data, scale, &mut self.gray) {
-                Ok(_) => {
-                    let (w, h) = scale.output_size(frame.width, frame.height);
-                    let decode_us = t.elapsed().as_secs_f32() * 1e6;
-                    let g = Frame {
-                        data: &self.gray[..w as usize * h as usize],
-                        format: PixelFormat::Gray8,
-                        width: w,
-                        height: h,
-                        ..*frame
-                    };
-                    let pre = self.pre.as_mut().expect("built above");
-                    pre.run(&g, &mut self.input)
-                        .map_err(|e| BrainError(format!("preprocess: {e}")))?;
-                    return Ok(decode_us);
-                }
-                Err(e) if e.is_unsupported() => {
-                    tracing::warn!(error = %e, "camera JPEG not supported by the fast decoder; using the general one");
-                    self.jpeg_fallback = true;
-                    self.prepare(frame.width, frame.height, frame.format)?;
-                }
-                Err(e) => return Err(BrainError(format!("decode: {e}"))),
-            }
-        }
         let pre = self.pre.as_mut().expect("built above");
         pre.run(frame, &mut self.input)
             .map_err(|e| BrainError(format!("preprocess: {e}")))?;
-        Ok(0.0)
+        Ok(pre.last_jpeg().map_or(0.0, |j| j.decode_us))
     }
 
     /// Inference from the preprocessed input into the output buffer.

@@ -9,7 +9,16 @@
 //! YUYV frame is never converted as a whole. OpenCV rounds to 8 bits after each
 //! step; we keep floats, so results differ from OpenCV's by under one grey level.
 
+use std::time::Instant;
+
 use crate::frame::{Frame, PixelFormat};
+use crate::jpeg::{JpegDecoder, JpegError, Scale};
+
+/// Largest frame side the preprocessor is built for. Sources may take a
+/// frame's size from the frame itself (a replayed JPEG's header), and the
+/// general JPEG path sizes a buffer from it: 4096 covers any USB camera a
+/// car carries and keeps that buffer under 50 MB.
+pub const MAX_FRAME_SIDE: u32 = 4096;
 
 /// Memory order of the model's input tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +97,31 @@ pub enum PreprocessError {
     OutputSize { got: usize, want: usize },
     #[error("unsupported input: {0}")]
     Unsupported(&'static str),
+    /// The general decoder (`image`) failed.
     #[error("JPEG decode failed: {0}")]
     Jpeg(String),
+    /// The frame was refused by the camera-frame checks or by our own
+    /// decoder (no allocation on this path).
+    #[error(transparent)]
+    JpegFrame(#[from] JpegError),
+}
+
+/// Which decoder a JPEG frame went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JpegPath {
+    /// Our luma decoder at reduced scale: no allocation.
+    Fast,
+    /// The `image` crate, for frames the fast one does not handle
+    /// (progressive...) and for 3-channel models. Allocates.
+    General,
+}
+
+/// How the last JPEG frame was decoded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JpegDecode {
+    pub path: JpegPath,
+    /// Time spent decoding (not resampling), microseconds.
+    pub decode_us: f32,
 }
 
 /// One output coordinate's two source samples (OpenCV INTER_LINEAR).
@@ -157,6 +189,11 @@ enum Decoded {
 /// Turns frames of one size and format into model input. Build once per
 /// (camera, model) pair; `run` does not allocate, except for JPEG frames that
 /// need the general decoder (3-channel models, progressive files).
+///
+/// JPEG frames are checked against the size the preprocessor was built for
+/// (the camera's negotiated format) before either decoder runs. The decoder
+/// is chosen per frame: a progressive frame goes to the general decoder and
+/// the next baseline frame is back on the fast path.
 pub struct Preprocessor {
     src_w: usize,
     src_h: usize,
@@ -164,15 +201,18 @@ pub struct Preprocessor {
     spec: InputSpec,
     xs: Vec<Tap>,
     ys: Vec<Tap>,
+    /// The general decoder's output, full size RGB. Empty until a frame
+    /// needs it when the fast path exists (most frames never do).
     jpeg_buf: Vec<u8>,
     /// Grey models read JPEG frames through our own decoder at reduced
     /// scale (1/4 for 640x480 -> 160x120), then resample from that size.
     fast_jpeg: Option<FastJpeg>,
+    last_jpeg: Option<JpegDecode>,
 }
 
 struct FastJpeg {
-    decoder: crate::jpeg::JpegDecoder,
-    scale: crate::jpeg::Scale,
+    decoder: JpegDecoder,
+    scale: Scale,
     width: usize,
     height: usize,
     xs: Vec<Tap>,
@@ -202,19 +242,24 @@ impl Preprocessor {
                 "YUYV frames need an even width",
             ));
         }
+        if src_w > MAX_FRAME_SIDE || src_h > MAX_FRAME_SIDE {
+            return Err(PreprocessError::Unsupported(
+                "frame larger than 4096 pixels on a side",
+            ));
+        }
         let (w, h) = (src_w as usize, src_h as usize);
-        let jpeg_buf = if format == PixelFormat::Jpeg {
+        let fast = format == PixelFormat::Jpeg && spec.channels == 1;
+        let jpeg_buf = if format == PixelFormat::Jpeg && !fast {
             vec![0u8; w * h * 3]
         } else {
             Vec::new()
         };
-        let fast_jpeg = if format == PixelFormat::Jpeg && spec.channels == 1 {
-            let scale =
-                crate::jpeg::Scale::for_target(src_w, src_h, spec.width as u32, spec.height as u32);
+        let fast_jpeg = if fast {
+            let scale = Scale::for_target(src_w, src_h, spec.width as u32, spec.height as u32);
             let (sw, sh) = scale.output_size(src_w, src_h);
             let (sw, sh) = (sw.max(1) as usize, sh.max(1) as usize);
             Some(FastJpeg {
-                decoder: crate::jpeg::JpegDecoder::new(),
+                decoder: JpegDecoder::new(),
                 scale,
                 width: sw,
                 height: sh,
@@ -234,7 +279,14 @@ impl Preprocessor {
             xs: taps(w, spec.width),
             ys: taps(h, spec.height),
             jpeg_buf,
+            last_jpeg: None,
         })
+    }
+
+    /// How the last frame given to `run` was decoded: None when it was not
+    /// a JPEG or was refused.
+    pub fn last_jpeg(&self) -> Option<JpegDecode> {
+        self.last_jpeg
     }
 
     pub fn spec(&self) -> &InputSpec {
@@ -248,6 +300,7 @@ impl Preprocessor {
 
     /// Fill `out` (exactly `spec.len()` floats) from `frame`.
     pub fn run(&mut self, frame: &Frame, out: &mut [f32]) -> Result<(), PreprocessError> {
+        self.last_jpeg = None;
         if frame.width as usize != self.src_w
             || frame.height as usize != self.src_h
             || frame.format != self.format
@@ -322,28 +375,55 @@ impl Preprocessor {
                 )
             }),
             (PixelFormat::Jpeg, _) => {
+                let t = Instant::now();
                 if let Some(fj) = self.fast_jpeg.as_mut() {
-                    match fj.decoder.decode_gray_scaled(d, fj.scale, &mut fj.buf) {
-                        Ok(info) if info.width as usize == w && info.height as usize == h => {
+                    // Checks the header against w x h before decoding.
+                    match fj
+                        .decoder
+                        .decode_frame(d, w as u32, h as u32, fj.scale, &mut fj.buf)
+                    {
+                        Ok(info) => {
+                            self.last_jpeg = Some(JpegDecode {
+                                path: JpegPath::Fast,
+                                decode_us: t.elapsed().as_secs_f32() * 1e6,
+                            });
                             let (b, bw) = (&fj.buf, fj.width);
                             debug_assert_eq!(info.out_width as usize, bw);
                             debug_assert!(info.out_height as usize <= fj.height);
-                            resample(&fj.xs, &fj.ys, &spec, out, |x, y| [b[y * bw + x] as f32; 1]);
+                            if (fj.width, fj.height) == (spec.width, spec.height) {
+                                // The decoder already scaled to the model's
+                                // size: the taps are the identity, so this is
+                                // the same values in one vectorisable pass
+                                // (one channel: NHWC and NCHW are the same).
+                                let k = spec.scale;
+                                for (o, &v) in out.iter_mut().zip(&b[..bw * fj.height]) {
+                                    *o = v as f32 * k;
+                                }
+                            } else {
+                                resample(&fj.xs, &fj.ys, &spec, out, |x, y| {
+                                    [b[y * bw + x] as f32; 1]
+                                });
+                            }
                             return Ok(());
                         }
-                        Ok(info) => {
-                            return Err(PreprocessError::Jpeg(format!(
-                                "image is {}x{}, the camera was set up for {w}x{h}",
-                                info.width, info.height
-                            )))
-                        }
-                        // Progressive or otherwise unusual files: the general
-                        // decoder below handles them (and allocates).
+                        // Valid and of the camera's size, but progressive or
+                        // otherwise unusual: this frame, and only this one,
+                        // goes to the general decoder below (which allocates).
                         Err(e) if e.is_unsupported() => {}
-                        Err(e) => return Err(PreprocessError::Jpeg(e.to_string())),
+                        Err(e) => return Err(e.into()),
                     }
                 }
+                // The general decoder sizes its work and buffers from the
+                // header: nothing reaches it that disagrees with w x h.
+                crate::jpeg::check_frame(d, w as u32, h as u32)?;
+                if self.jpeg_buf.len() < w * h * 3 {
+                    self.jpeg_buf.resize(w * h * 3, 0);
+                }
                 let kind = decode_jpeg_fallback(d, w, h, &mut self.jpeg_buf)?;
+                self.last_jpeg = Some(JpegDecode {
+                    path: JpegPath::General,
+                    decode_us: t.elapsed().as_secs_f32() * 1e6,
+                });
                 let b = &self.jpeg_buf;
                 match (kind, spec.channels) {
                     (Decoded::Gray, 1) => {
@@ -368,7 +448,8 @@ impl Preprocessor {
 }
 
 /// Decode a whole JPEG into `buf` with the `image` crate: for 3-channel
-/// models and for files our own decoder refuses. Allocates inside the decoder.
+/// models and for files our own decoder refuses. Allocates inside the
+/// decoder. Only for frames that passed `jpeg::check_frame`.
 fn decode_jpeg_fallback(
     data: &[u8],
     w: usize,
@@ -376,7 +457,14 @@ fn decode_jpeg_fallback(
     buf: &mut [u8],
 ) -> Result<Decoded, PreprocessError> {
     use image::ImageDecoder;
-    let dec = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(data))
+    let mut dec = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(data))
+        .map_err(|e| PreprocessError::Jpeg(e.to_string()))?;
+    // Second line of defence behind `check_frame`: the decoder itself
+    // refuses to size anything beyond the camera's frame.
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w as u32);
+    limits.max_image_height = Some(h as u32);
+    dec.set_limits(limits)
         .map_err(|e| PreprocessError::Jpeg(e.to_string()))?;
     let (jw, jh) = dec.dimensions();
     if jw as usize != w || jh as usize != h {

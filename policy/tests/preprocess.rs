@@ -234,6 +234,6 @@ fn wrong_frames_are_rejected() {
     let mut pj = Preprocessor::new(640, 480, PixelFormat::Jpeg, spec).unwrap();
     assert!(matches!(
         pj.run(&frame(b"not a jpeg", PixelFormat::Jpeg, 640, 480), &mut out),
-        Err(PreprocessError::Jpeg(_))
+        Err(PreprocessError::JpegFrame(policy::jpeg::JpegError::NotJpeg))
     ));
 }

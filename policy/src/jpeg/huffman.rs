@@ -166,8 +166,10 @@ impl HuffTable {
 }
 
 /// Reads bits from an entropy-coded segment: removes 0xFF00 stuffing, stops
-/// at a marker (then feeds zeros, as decoders conventionally do) and counts
-/// zero bytes fed past the end of the input, which means truncation.
+/// at a marker or the end of the input (then feeds zeros, as decoders
+/// conventionally do) and counts the zero bytes it fed. A valid scan never
+/// needs them (its last byte is padded with 1-bits, F.1.2.3), so a decoder
+/// that used one has run past the scan's data: see `overran`.
 ///
 /// `Copy`, and every out-of-line (cold) method takes and returns the reader
 /// by value: a `&mut self` passed to a function that is not inlined lets
@@ -182,8 +184,9 @@ pub(super) struct BitReader<'a> {
     nbits: u32,
     /// A marker was reached at `pos`; no more data bytes until it is handled.
     marker: bool,
-    /// Zero bytes fed because the input ended without a marker.
-    eof_pad: u32,
+    /// Zero bytes fed that are not in the scan (at a marker or the end of
+    /// the input).
+    pad: u32,
 }
 
 impl<'a> BitReader<'a> {
@@ -194,7 +197,7 @@ impl<'a> BitReader<'a> {
             buf: 0,
             nbits: 0,
             marker: false,
-            eof_pad: 0,
+            pad: 0,
         }
     }
 
@@ -230,6 +233,7 @@ impl<'a> BitReader<'a> {
     fn refill_slow(mut self) -> Self {
         while self.nbits <= 56 {
             let byte = if self.marker {
+                self.pad += 1;
                 0
             } else if let Some(&b) = self.data.get(self.pos) {
                 if b != 0xFF {
@@ -243,17 +247,18 @@ impl<'a> BitReader<'a> {
                         }
                         Some(_) => {
                             self.marker = true;
+                            self.pad += 1;
                             0
                         }
                         None => {
                             self.pos = self.data.len();
-                            self.eof_pad += 1;
+                            self.pad += 1;
                             0
                         }
                     }
                 }
             } else {
-                self.eof_pad += 1;
+                self.pad += 1;
                 0
             };
             self.buf |= (byte as u64) << (56 - self.nbits);
@@ -359,10 +364,17 @@ impl<'a> BitReader<'a> {
         }
     }
 
-    /// True when the decoder used bits that were never in the input.
+    /// True when the decoder used bits that were never in the scan. The
+    /// fed zeros sit behind every real bit in `buf`, so they have been
+    /// consumed exactly when fewer bits than they add up to remain.
     #[inline(always)]
     pub(super) fn overran(&self) -> bool {
-        self.eof_pad * 8 > self.nbits
+        self.pad * 8 > self.nbits
+    }
+
+    /// True when reading stopped at a marker (rather than the end of the input).
+    pub(super) fn at_marker(&self) -> bool {
+        self.marker
     }
 
     /// Drops buffered bits and moves to the next marker, which must be RSTn
@@ -389,6 +401,9 @@ impl<'a> BitReader<'a> {
         self.buf = 0;
         self.nbits = 0;
         self.marker = false;
+        // The zeros fed at this RST were dropped with the buffer; counting
+        // them on would call a long run of valid intervals an overrun.
+        self.pad = 0;
         Ok(self)
     }
 }

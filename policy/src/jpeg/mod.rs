@@ -15,10 +15,18 @@
 //! JPEGs) is refused with [`JpegError::Unsupported`] so the caller can fall
 //! back to a general decoder.
 //!
+//! Camera frames are untrusted input: [`JpegDecoder::decode_frame`] and
+//! [`check_frame`] compare the SOF header with the format the camera
+//! negotiated before any decoding (a patched header must not size the work
+//! or an allocation), and a scan that ends, or reaches a marker, before its
+//! last MCU is an error rather than a picture padded with zeros.
+//!
 //! No allocation at all: tables and scratch live inside [`JpegDecoder`].
 
 mod huffman;
 mod idct;
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod testenc;
 #[cfg(test)]
@@ -123,6 +131,29 @@ pub enum Unsupported {
     Dnl,
 }
 
+/// A camera frame whose header contradicts the format the camera
+/// negotiated. Never a reason to try another decoder: the frame is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    #[error(
+        "JPEG frame declares {declared_w}x{declared_h} but the camera negotiated {want_w}x{want_h}"
+    )]
+    Size {
+        declared_w: u32,
+        declared_h: u32,
+        want_w: u32,
+        want_h: u32,
+    },
+    #[error("JPEG frame declares {0}-bit samples but camera frames have 8")]
+    Precision(u8),
+    #[error(
+        "JPEG frame declares {0} colour components but camera frames have 1 (gray) or 3 (YCbCr)"
+    )]
+    Components(u8),
+    #[error("JPEG frame has {0} frame headers (SOF) but a camera frame has exactly one")]
+    FrameHeaders(u32),
+}
+
 /// Why a frame was not decoded. Never allocates, so the error path is as
 /// cheap as the good one. Fields are named by JPEG segment (SOF, DHT, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -133,6 +164,8 @@ pub enum JpegError {
     Truncated(&'static str),
     #[error("unsupported JPEG: {0}")]
     Unsupported(Unsupported),
+    #[error("{0}")]
+    Mismatch(Mismatch),
     #[error("corrupt JPEG: {0}")]
     Corrupt(&'static str),
     #[error("output buffer holds {got} bytes, the {width}x{height} output needs {needed}")]
@@ -174,6 +207,72 @@ pub fn read_header(jpeg: &[u8]) -> Result<(u32, u32, u8), JpegError> {
         }
         pos = next;
     }
+}
+
+/// Checks a camera frame against the format the camera negotiated, for
+/// every JPEG process (a progressive frame too), before a general decoder
+/// sees it: exactly one SOF, declaring `width` x `height`, 8-bit, 1 or 3
+/// components. Walks the whole frame (headers by their lengths, scans to
+/// their end marker), so a second SOF after the first scan is found too.
+/// Says nothing about whether the scans are intact.
+pub fn check_frame(jpeg: &[u8], width: u32, height: u32) -> Result<(), JpegError> {
+    if jpeg.len() < 2 || jpeg[0] != 0xFF || jpeg[1] != 0xD8 {
+        return Err(JpegError::NotJpeg);
+    }
+    let mut sofs = 0u32;
+    let mut pos = 2;
+    loop {
+        let (code, seg, next) = next_segment(jpeg, pos)?;
+        pos = next;
+        if is_sof(code) {
+            check_sof(seg, width, height)?;
+            sofs += 1;
+        }
+        match code {
+            0xDA => {
+                if sofs != 1 {
+                    return Err(JpegError::Mismatch(Mismatch::FrameHeaders(sofs)));
+                }
+                match skip_entropy_data(jpeg, pos) {
+                    Ok(p) => pos = p,
+                    // A frame whose EOI was lost (some webcams): the headers
+                    // seen are all the headers there are.
+                    Err(_) => return Ok(()),
+                }
+            }
+            0xD9 if sofs == 1 => return Ok(()),
+            0xD9 => return Err(JpegError::Mismatch(Mismatch::FrameHeaders(sofs))),
+            _ => {}
+        }
+        if sofs > 1 {
+            return Err(JpegError::Mismatch(Mismatch::FrameHeaders(sofs)));
+        }
+    }
+}
+
+/// The camera-frame rules for one SOF payload (see [`check_frame`]). Size
+/// first: that is the field a hostile header patches to make work.
+fn check_sof(seg: &[u8], width: u32, height: u32) -> Result<(), JpegError> {
+    if seg.len() < 6 {
+        return Err(JpegError::Corrupt("SOF: segment too short"));
+    }
+    let h = u16::from_be_bytes([seg[1], seg[2]]) as u32;
+    let w = u16::from_be_bytes([seg[3], seg[4]]) as u32;
+    if (w, h) != (width, height) {
+        return Err(JpegError::Mismatch(Mismatch::Size {
+            declared_w: w,
+            declared_h: h,
+            want_w: width,
+            want_h: height,
+        }));
+    }
+    if seg[0] != 8 {
+        return Err(JpegError::Mismatch(Mismatch::Precision(seg[0])));
+    }
+    if seg[5] != 1 && seg[5] != 3 {
+        return Err(JpegError::Mismatch(Mismatch::Components(seg[5])));
+    }
+    Ok(())
 }
 
 fn is_sof(code: u8) -> bool {
@@ -282,9 +381,38 @@ impl JpegDecoder {
     /// Decodes the luma of `jpeg` at `scale` into `out` (row stride =
     /// output width; see [`Scale::output_size`]). `out` may be larger than
     /// needed; only the first `out_width * out_height` bytes are written.
+    /// Trusts the header's size (bounded by `out`); for camera frames use
+    /// [`JpegDecoder::decode_frame`].
     pub fn decode_gray_scaled(
         &mut self,
         jpeg: &[u8],
+        scale: Scale,
+        out: &mut [u8],
+    ) -> Result<FrameInfo, JpegError> {
+        self.decode(jpeg, None, scale, out)
+    }
+
+    /// [`JpegDecoder::decode_gray_scaled`] for a camera frame that must be
+    /// `width` x `height`: the SOF is checked as [`check_frame`] does
+    /// before anything is decoded, whatever the JPEG process, so a
+    /// progressive frame of the wrong size is a [`JpegError::Mismatch`],
+    /// not [`JpegError::Unsupported`]. Unsupported means: the frame passed
+    /// those checks and only this decoder cannot do it.
+    pub fn decode_frame(
+        &mut self,
+        jpeg: &[u8],
+        width: u32,
+        height: u32,
+        scale: Scale,
+        out: &mut [u8],
+    ) -> Result<FrameInfo, JpegError> {
+        self.decode(jpeg, Some((width, height)), scale, out)
+    }
+
+    fn decode(
+        &mut self,
+        jpeg: &[u8],
+        expect: Option<(u32, u32)>,
         scale: Scale,
         out: &mut [u8],
     ) -> Result<FrameInfo, JpegError> {
@@ -301,6 +429,9 @@ impl JpegDecoder {
         loop {
             let (code, seg, next) = next_segment(jpeg, pos)?;
             pos = next;
+            if let (Some((w, h)), true) = (expect, is_sof(code)) {
+                check_sof(seg, w, h)?;
+            }
             match code {
                 0xC0 | 0xC1 => {
                     if frame.is_some() {
@@ -553,7 +684,7 @@ impl JpegDecoder {
                 if self.restart_interval > 0 && mcu > 0 && mcu.is_multiple_of(self.restart_interval)
                 {
                     if br.overran() {
-                        return Err(JpegError::Truncated("entropy-coded data"));
+                        return Err(overrun_error(&br));
                     }
                     br = br.restart()?;
                     luma_pred = 0;
@@ -601,12 +732,27 @@ impl JpegDecoder {
                     }
                 }
             }
-            // Fail fast on a cut-off frame instead of decoding zeros.
+            // Bits that were never in the scan (its data ended, or a
+            // marker came before its last MCU) make an error, not a
+            // picture, and cap the work at one MCU row past the data
+            // whatever size the header claims. Checked per row, not per
+            // MCU: measured 1.4 % more instructions per frame per MCU.
             if br.overran() {
-                return Err(JpegError::Truncated("entropy-coded data"));
+                return Err(overrun_error(&br));
             }
         }
         Ok(())
+    }
+}
+
+/// The error for a scan that ran short: cut off at the end of the input, or
+/// ended by a marker (not the RSTn a restart interval ends with) first.
+#[cold]
+fn overrun_error(br: &BitReader) -> JpegError {
+    if br.at_marker() {
+        JpegError::Truncated("the scan, at a marker before its last MCU")
+    } else {
+        JpegError::Truncated("entropy-coded data")
     }
 }
 

@@ -21,6 +21,10 @@ pub struct EncOpts {
     /// One scan per component, in the order Cb, Y, Cr (a decoder must skip
     /// a chroma scan to reach luma). Only for 3 components.
     pub separate_scans: bool,
+    /// Progressive (SOF2) by spectral selection only: one DC scan of all
+    /// components, then one AC scan (1..63) per component. The same
+    /// coefficients as baseline, so a general decoder gives the same image.
+    pub progressive: bool,
 }
 
 impl Default for EncOpts {
@@ -32,6 +36,7 @@ impl Default for EncOpts {
             restart: 0,
             dht: true,
             separate_scans: false,
+            progressive: false,
         }
     }
 }
@@ -164,14 +169,28 @@ struct Coder {
     pred: i32,
 }
 
-fn encode_block(bits: &mut Bits, c: &mut Coder, block: &[f32; 64]) {
+/// Which coefficients a scan carries: both (sequential), or a progressive
+/// scan's DC or AC band.
+#[derive(Clone, Copy, PartialEq)]
+enum Band {
+    All,
+    Dc,
+    Ac,
+}
+
+fn encode_block(bits: &mut Bits, c: &mut Coder, block: &[f32; 64], band: Band) {
     let z = fdct_quant(block, &c.q);
-    let diff = z[0] - c.pred;
-    c.pred = z[0];
-    let (s, b) = magnitude(diff);
-    let (code, len) = c.dc[s as usize];
-    bits.put(code as u32, len as u32);
-    bits.put(b, s);
+    if band != Band::Ac {
+        let diff = z[0] - c.pred;
+        c.pred = z[0];
+        let (s, b) = magnitude(diff);
+        let (code, len) = c.dc[s as usize];
+        bits.put(code as u32, len as u32);
+        bits.put(b, s);
+    }
+    if band == Band::Dc {
+        return;
+    }
     let mut run = 0;
     for &v in &z[1..] {
         if v == 0 {
@@ -189,6 +208,7 @@ fn encode_block(bits: &mut Bits, c: &mut Coder, block: &[f32; 64]) {
         bits.put(b, s);
         run = 0;
     }
+    // EOB (in a progressive AC scan: EOB0, a run of one block).
     if run > 0 {
         let (code, len) = c.ac[0];
         bits.put(code as u32, len as u32);
@@ -271,7 +291,7 @@ pub fn encode(pixels: &[u8], w: usize, h: usize, channels: usize, o: EncOpts) ->
         let (sh, sv) = if c == 0 { (hm, vm) } else { (1, 1) };
         sof.extend_from_slice(&[c as u8 + 1, (sh << 4 | sv) as u8, (c > 0) as u8]);
     }
-    segment(&mut out, 0xC0, &sof);
+    segment(&mut out, if o.progressive { 0xC2 } else { 0xC0 }, &sof);
     if o.dht {
         for (class, std) in [(0u8, &STD_DC), (1, &STD_AC)] {
             for (id, (counts, vals)) in std.iter().enumerate().take(if ncomp == 1 { 1 } else { 2 })
@@ -296,12 +316,16 @@ pub fn encode(pixels: &[u8], w: usize, h: usize, channels: usize, o: EncOpts) ->
         }
     };
 
-    let write_scan = |out: &mut Vec<u8>, comps: &[usize]| {
+    let write_scan = |out: &mut Vec<u8>, comps: &[usize], band: Band| {
         let mut sos = vec![comps.len() as u8];
         for &c in comps {
             sos.extend_from_slice(&[c as u8 + 1, if c == 0 { 0x00 } else { 0x11 }]);
         }
-        sos.extend_from_slice(&[0, 63, 0]);
+        sos.extend_from_slice(match band {
+            Band::All => &[0, 63, 0],
+            Band::Dc => &[0, 0, 0],
+            Band::Ac => &[1, 63, 0],
+        });
         segment(out, 0xDA, &sos);
         let mut coders: Vec<Coder> = comps.iter().map(|&c| coder(c)).collect();
         let mut bits = Bits {
@@ -340,18 +364,23 @@ pub fn encode(pixels: &[u8], w: usize, h: usize, channels: usize, o: EncOpts) ->
             }
             for &(si, bx, by) in unit {
                 let b = planes[comps[si]].block(bx, by);
-                encode_block(&mut bits, &mut coders[si], &b);
+                encode_block(&mut bits, &mut coders[si], &b, band);
             }
         }
         bits.flush();
         out.extend_from_slice(&bits.out);
     };
-    if ncomp == 3 && o.separate_scans {
+    if o.progressive {
+        write_scan(&mut out, &(0..ncomp).collect::<Vec<_>>(), Band::Dc);
+        for c in 0..ncomp {
+            write_scan(&mut out, &[c], Band::Ac);
+        }
+    } else if ncomp == 3 && o.separate_scans {
         for c in [1, 0, 2] {
-            write_scan(&mut out, &[c]);
+            write_scan(&mut out, &[c], Band::All);
         }
     } else {
-        write_scan(&mut out, &(0..ncomp).collect::<Vec<_>>());
+        write_scan(&mut out, &(0..ncomp).collect::<Vec<_>>(), Band::All);
     }
     out.extend_from_slice(&[0xFF, 0xD9]);
     out

@@ -512,3 +512,309 @@ fn need_masks() {
     assert_eq!(need_mask(Scale::Quarter).count_ones(), 25);
     assert_eq!(need_mask(Scale::Eighth), 1);
 }
+
+/// A 640x480 camera frame as a UVC webcam sends it: 4:2:2, restart
+/// markers, no DHT.
+pub(super) fn camera_frame() -> Vec<u8> {
+    let opts = EncOpts {
+        luma_h: 2,
+        luma_v: 1,
+        restart: 8,
+        dht: false,
+        ..Default::default()
+    };
+    encode(&scene(640, 480, 3, 30), 640, 480, 3, opts)
+}
+
+/// `jpeg` with the first SOF's declared size replaced.
+pub(super) fn with_size(jpeg: &[u8], w: u16, h: u16) -> Vec<u8> {
+    let mut j = jpeg.to_vec();
+    let i = j
+        .windows(2)
+        .position(|p| p[0] == 0xFF && is_sof(p[1]))
+        .unwrap();
+    j[i + 5..i + 7].copy_from_slice(&h.to_be_bytes());
+    j[i + 7..i + 9].copy_from_slice(&w.to_be_bytes());
+    j
+}
+
+/// Offset of the first entropy-coded byte (after the SOS segment) and of
+/// the EOI marker that ends the scan.
+fn scan_bounds(jpeg: &[u8]) -> (usize, usize) {
+    let sos = jpeg.windows(2).position(|p| p == [0xFF, 0xDA]).unwrap();
+    let len = u16::from_be_bytes([jpeg[sos + 2], jpeg[sos + 3]]) as usize;
+    (sos + 2 + len, jpeg.len() - 2)
+}
+
+#[test]
+fn huge_declared_size_is_refused_before_decoding() {
+    let jpeg = with_size(&camera_frame(), 65535, 65535);
+    let mut dec = JpegDecoder::new();
+    let mut out = vec![0u8; 160 * 120];
+    let t = std::time::Instant::now();
+    let e = dec
+        .decode_frame(&jpeg, 640, 480, Scale::Quarter, &mut out)
+        .unwrap_err();
+    let took = t.elapsed();
+    assert_eq!(
+        e.to_string(),
+        "JPEG frame declares 65535x65535 but the camera negotiated 640x480"
+    );
+    assert!(
+        !e.is_unsupported(),
+        "a mismatch must not send the frame to another decoder"
+    );
+    assert!(took.as_millis() < 100, "took {took:?}");
+    assert_eq!(
+        check_frame(&jpeg, 640, 480),
+        Err(JpegError::Mismatch(Mismatch::Size {
+            declared_w: 65535,
+            declared_h: 65535,
+            want_w: 640,
+            want_h: 480
+        }))
+    );
+}
+
+/// Without the camera's size to compare with, the work is still bounded by
+/// the data: a header claiming 8000x8000 over 640x480 worth of scan stops
+/// one MCU past the data instead of decoding 250 000 MCUs of zeros.
+#[test]
+fn decode_work_is_bounded_by_the_data() {
+    let jpeg = with_size(&camera_frame(), 8000, 8000);
+    let mut out = vec![0u8; 1000 * 1000];
+    let t = std::time::Instant::now();
+    let r = JpegDecoder::new().decode_gray_scaled(&jpeg, Scale::Eighth, &mut out);
+    let took = t.elapsed();
+    // Truncated, or Corrupt where a restart interval no longer lines up
+    // with its RST marker: either way no picture.
+    assert!(
+        matches!(r, Err(JpegError::Truncated(_) | JpegError::Corrupt(_))),
+        "{r:?}"
+    );
+    assert!(took.as_millis() < 100, "took {took:?}");
+}
+
+#[test]
+fn other_processes_are_checked_before_they_are_refused() {
+    let jpeg = camera_frame();
+    let mut dec = JpegDecoder::new();
+    let mut out = vec![0u8; 160 * 120];
+    let huge = with_size(&jpeg, 65535, 65535);
+    let sof = huge.windows(2).position(|p| p == [0xFF, 0xC0]).unwrap();
+    for code in [0xC2, 0xC1, 0xC9, 0xCA, 0xC3] {
+        let mut j = huge.clone();
+        j[sof + 1] = code;
+        let e = dec.decode_frame(&j, 640, 480, Scale::Quarter, &mut out);
+        assert!(
+            matches!(e, Err(JpegError::Mismatch(Mismatch::Size { .. }))),
+            "SOF{:X}: {e:?}",
+            code - 0xC0
+        );
+        assert!(matches!(
+            check_frame(&j, 640, 480),
+            Err(JpegError::Mismatch(Mismatch::Size { .. }))
+        ));
+    }
+    // Right size: progressive is only "unsupported" (the general decoder's job).
+    let prog = with_sof(&jpeg, 0xC2);
+    assert_eq!(
+        dec.decode_frame(&prog, 640, 480, Scale::Quarter, &mut out),
+        Err(JpegError::Unsupported(Unsupported::Progressive))
+    );
+    assert_eq!(check_frame(&prog, 640, 480), Ok(()));
+    // 12-bit and CMYK are refused outright, whatever the process.
+    for code in [0xC0, 0xC2] {
+        let mut j = with_sof(&jpeg, code);
+        j[sof + 4] = 12;
+        let e = dec.decode_frame(&j, 640, 480, Scale::Quarter, &mut out);
+        assert_eq!(e, Err(JpegError::Mismatch(Mismatch::Precision(12))));
+        assert_eq!(check_frame(&j, 640, 480), e.map(|_| ()));
+        let mut j = with_sof(&jpeg, code);
+        j[sof + 9] = 4;
+        let e = dec.decode_frame(&j, 640, 480, Scale::Quarter, &mut out);
+        assert_eq!(e, Err(JpegError::Mismatch(Mismatch::Components(4))));
+        assert_eq!(check_frame(&j, 640, 480), e.map(|_| ()));
+    }
+    // A second frame header hidden after the scan.
+    let (_, eoi) = scan_bounds(&jpeg);
+    let sof_seg_len = u16::from_be_bytes([jpeg[sof + 2], jpeg[sof + 3]]) as usize;
+    let mut j = jpeg[..eoi].to_vec();
+    j.extend_from_slice(&huge[sof..sof + 2 + sof_seg_len]);
+    j.extend_from_slice(&[0xFF, 0xD9]);
+    assert!(matches!(
+        check_frame(&j, 640, 480),
+        Err(JpegError::Mismatch(Mismatch::Size { .. }))
+    ));
+    // The real frame passes.
+    assert_eq!(check_frame(&jpeg, 640, 480), Ok(()));
+}
+
+/// Scan data cut short and followed by a marker (EOI, or an RST where none
+/// is due) used to decode as a picture: the missing part came out as zeros.
+#[test]
+fn truncated_scan_followed_by_a_marker_is_an_error() {
+    let mut dec = JpegDecoder::new();
+    let mut out = vec![0u8; 160 * 120];
+    for restart in [0, 8] {
+        let jpeg = encode(
+            &scene(640, 480, 3, 31),
+            640,
+            480,
+            3,
+            EncOpts {
+                restart,
+                ..Default::default()
+            },
+        );
+        assert!(dec
+            .decode_frame(&jpeg, 640, 480, Scale::Quarter, &mut out)
+            .is_ok());
+        let (start, end) = scan_bounds(&jpeg);
+        for keep in [0.1, 0.5, 0.9, 0.999] {
+            let cut = start + ((end - start) as f64 * keep) as usize;
+            for marker in [0xD9, 0xD3, 0xC4] {
+                let mut j = jpeg[..cut].to_vec();
+                // Do not leave a lone 0xFF before the marker.
+                if j.last() == Some(&0xFF) {
+                    j.pop();
+                }
+                j.extend_from_slice(&[0xFF, marker, 0xFF, 0xD9]);
+                let r = dec.decode_frame(&j, 640, 480, Scale::Quarter, &mut out);
+                assert!(
+                    r.is_err(),
+                    "restart {restart}, {keep} of the scan, then FF{marker:02X}: {r:?}"
+                );
+            }
+        }
+        // A marker in the middle, the rest of the data behind it.
+        let mid = start + (end - start) / 2;
+        let mut j = jpeg[..mid].to_vec();
+        if j.last() == Some(&0xFF) {
+            j.pop();
+        }
+        j.extend_from_slice(&[0xFF, 0xFE, 0x00, 0x02]);
+        j.extend_from_slice(&jpeg[mid..]);
+        let r = dec.decode_frame(&j, 640, 480, Scale::Quarter, &mut out);
+        assert!(r.is_err(), "restart {restart}, COM in mid-scan: {r:?}");
+    }
+}
+
+/// The checked entry point gives the same picture as the plain one on
+/// valid camera frames of every layout the tests encode.
+#[test]
+fn checked_decode_of_valid_frames_is_unchanged() {
+    let rgb = scene(640, 480, 3, 32);
+    let gray = scene(640, 480, 1, 33);
+    let frames = [
+        camera_frame(),
+        encode(&rgb, 640, 480, 3, EncOpts::default()),
+        encode(
+            &rgb,
+            640,
+            480,
+            3,
+            EncOpts {
+                luma_h: 1,
+                luma_v: 1,
+                separate_scans: true,
+                ..Default::default()
+            },
+        ),
+        encode(&gray, 640, 480, 1, EncOpts::default()),
+        encode_with_image(&rgb, 640, 480, 3, 90),
+    ];
+    let mut dec = JpegDecoder::new();
+    for (i, jpeg) in frames.iter().enumerate() {
+        for scale in Scale::ALL {
+            let (want, info) = decode(jpeg, scale);
+            let mut out = vec![0u8; want.len()];
+            let got = dec.decode_frame(jpeg, 640, 480, scale, &mut out).unwrap();
+            assert_eq!(got, info);
+            assert!(out == want, "frame {i} {scale:?}");
+        }
+    }
+}
+
+/// The test encoder's progressive frames are real ones: the general
+/// decoder reads the same picture as from the baseline encoding.
+#[test]
+fn test_encoder_progressive_frames_decode() {
+    let rgb = scene(64, 48, 3, 34);
+    let base = encode(&rgb, 64, 48, 3, EncOpts::default());
+    let prog = encode(
+        &rgb,
+        64,
+        48,
+        3,
+        EncOpts {
+            progressive: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(read_header(&prog), Ok((64, 48, 3)));
+    assert_eq!(
+        JpegDecoder::new().decode_gray_scaled(&prog, Scale::Full, &mut [0u8; 64 * 48]),
+        Err(JpegError::Unsupported(Unsupported::Progressive))
+    );
+    let (a, _, _, _) = reference(&base, 1);
+    let (b, _, _, _) = reference(&prog, 1);
+    assert_eq!(a, b);
+}
+
+/// The decoder is chosen per frame: a progressive frame goes to the
+/// general decoder, and the baseline frame after it is back on the fast,
+/// allocation-free path (the car used to stay on the general one for good).
+#[test]
+fn progressive_frame_does_not_change_the_path_of_the_next() {
+    use crate::preprocess::{InputSpec, JpegPath, Preprocessor};
+    let rgb = scene(640, 480, 3, 35);
+    let base = camera_frame();
+    let prog = encode(
+        &rgb,
+        640,
+        480,
+        3,
+        EncOpts {
+            progressive: true,
+            ..Default::default()
+        },
+    );
+    let mut p =
+        Preprocessor::new(640, 480, crate::PixelFormat::Jpeg, InputSpec::deepracer()).unwrap();
+    let mut out = vec![0f32; InputSpec::deepracer().len()];
+    let frame = |data| crate::Frame {
+        data,
+        format: crate::PixelFormat::Jpeg,
+        width: 640,
+        height: 480,
+        timestamp_ns: 0,
+        seq: 0,
+    };
+    let mut paths = Vec::new();
+    for j in [&base, &prog, &base, &prog, &base] {
+        p.run(&frame(j), &mut out).unwrap();
+        paths.push(p.last_jpeg().map(|d| d.path));
+    }
+    use JpegPath::*;
+    assert_eq!(
+        paths,
+        [
+            Some(Fast),
+            Some(General),
+            Some(Fast),
+            Some(General),
+            Some(Fast)
+        ]
+    );
+    // A refused frame reports no path, and does not change the next either.
+    let huge = with_size(&prog, 65535, 65535);
+    let e = p.run(&frame(&huge), &mut out).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "JPEG frame declares 65535x65535 but the camera negotiated 640x480"
+    );
+    assert_eq!(p.last_jpeg(), None);
+    p.run(&frame(&base), &mut out).unwrap();
+    assert_eq!(p.last_jpeg().map(|d| d.path), Some(Fast));
+}
