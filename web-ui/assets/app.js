@@ -8,8 +8,10 @@ let csrf = '';
 let status = null;
 
 // ---------- HTTP helpers ----------
-async function api(method, path, body, raw) {
+async function api(method, path, body, raw, timeoutMs) {
   const opts = { method, headers: {}, credentials: 'same-origin' };
+  // A request stuck on a dead link must not hold up a retry.
+  if (timeoutMs) opts.signal = AbortSignal.timeout(timeoutMs);
   if (method !== 'GET') opts.headers['X-CSRF-Token'] = csrf;
   if (body !== undefined) {
     if (raw) { opts.body = body; opts.headers['Content-Type'] = 'application/octet-stream'; }
@@ -27,6 +29,45 @@ async function api(method, path, body, raw) {
 }
 const command = (cmd) => api('POST', '/api/command', cmd);
 
+// ---------- e-stop ----------
+// Sent again and again until the car itself reports the latch (the answer
+// to the request or the telemetry), never given up on; while unconfirmed a
+// red banner says so, with the reason, so the user knows to act otherwise.
+let estopWanted = false;
+const estopConfirmed = (s) => !!(s && s.estop);
+function estopDone() {
+  estopWanted = false;
+  show($('estop-error'), false);
+  window.__estopState = 'confirmed';
+}
+async function pressEstop() {
+  if (estopWanted) return;
+  estopWanted = true;
+  window.__estopState = 'sending';
+  window.__estopAttempts = 0;
+  const t0 = Date.now();
+  while (estopWanted) {
+    window.__estopAttempts++;
+    let why = '';
+    try {
+      const s = await api('POST', '/api/command', { cmd: 'e_stop' }, undefined, 1500);
+      if (estopConfirmed(s)) { status = s; renderStatus(s); estopDone(); return; }
+      why = 'sent, not latched yet';
+    } catch (e) {
+      why = (e && e.name === 'TimeoutError') ? 'no answer from the car' : (e && e.message) || 'network error';
+    }
+    if (!estopWanted) return;
+    // The loop applies the latch at its next frame (tens of ms): only warn
+    // when it takes longer than a human would wait or a request failed.
+    if (why !== 'sent, not latched yet' || Date.now() - t0 > 1000) {
+      window.__estopState = 'unconfirmed';
+      $('estop-error').textContent = 'E-STOP NOT CONFIRMED (' + why + '): retrying…';
+      show($('estop-error'), true);
+    }
+    await new Promise((r) => setTimeout(r, window.__estopAttempts < 10 ? 100 : 300));
+  }
+}
+
 function wsUrl(path) {
   return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + path;
 }
@@ -40,6 +81,7 @@ function fmtLap(ms) { return (ms / 1000).toFixed(3) + ' s'; }
 
 // ---------- status (telemetry WebSocket) ----------
 const statusListeners = [];
+statusListeners.push((s) => { if (estopWanted && estopConfirmed(s)) estopDone(); });
 let telemetryWs = null, telemetryBackoff = 500, lastTelemetry = 0;
 function connectTelemetry() {
   telemetryWs = new WebSocket(wsUrl('/ws/telemetry'));
@@ -88,8 +130,11 @@ async function boot() {
   show($('top'), true);
   show($('statusbar'), true);
   document.querySelectorAll('#nav a').forEach((a) => a.classList.toggle('active', a.dataset.page === page));
-  $('estop').addEventListener('click', () => command({ cmd: 'e_stop' }).catch(() => {}));
-  $('estop-reset').addEventListener('click', () => command({ cmd: 'reset_e_stop' }).catch((e) => alert(e.message)));
+  $('estop').addEventListener('click', () => { pressEstop(); });
+  $('estop-reset').addEventListener('click', () => {
+    estopDone();
+    command({ cmd: 'reset_e_stop' }).catch((e) => alert(e.message));
+  });
   connectTelemetry();
   ({ drive: initDrive, calibrate: initCalibrate, models: initModels, race: initRace, settings: initSettings })[page]();
   if ('serviceWorker' in navigator && window.isSecureContext) navigator.serviceWorker.register('/sw.js').catch(() => {});

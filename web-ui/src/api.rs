@@ -244,7 +244,25 @@ pub trait CarApi: Send + Sync + 'static {
 
     /// Queue a command for the control loop; returns once queued (not once
     /// applied). `Err(Busy)` when the queue is full.
+    ///
+    /// The web UI never passes [`Command::EStop`] here: it calls
+    /// [`CarApi::estop`] instead.
     fn command(&self, cmd: Command) -> Result<(), ApiError>;
+
+    /// Latch the emergency stop. The web UI routes every e-stop (the
+    /// `/api/command` `e_stop` command) here, and nothing else, so the daemon
+    /// can raise it through a path of its own that no other traffic can fill
+    /// (a flag the loop reads every frame or tick) instead of the command
+    /// queue, which a flooding drive socket can fill. It must never refuse
+    /// for lack of room and never wait.
+    ///
+    /// The default queues [`Command::EStop`] like any other command, so an
+    /// implementation that has not yet got a dedicated path still compiles
+    /// and behaves as before (it may answer `Err(Busy)`); the daemon should
+    /// override it.
+    fn estop(&self) -> Result<(), ApiError> {
+        self.command(Command::EStop)
+    }
 
     /// Copy telemetry samples with `seq > after_seq` into `out` (appending,
     /// oldest first, at most `out.capacity() - out.len()` of the newest when

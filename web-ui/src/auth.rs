@@ -7,10 +7,11 @@
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Argon2, PasswordVerifier};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -274,48 +275,262 @@ impl Sessions {
     }
 }
 
-/// Failed logins per client address in a sliding window.
+/// Addresses the login limiter remembers at most (bounded memory).
+pub const LIMITER_CAPACITY: usize = 4096;
+
+/// Login attempts per client address in a sliding window.
+///
+/// An attempt is counted when it starts ([`LoginLimiter::begin`]), before
+/// the password is checked, and un-counted only by a success. So concurrent
+/// wrong passwords from one address cannot all pass the check before any of
+/// them is recorded, and a request dropped halfway (client gone, task
+/// cancelled) still counts.
+///
+/// The table holds at most [`LIMITER_CAPACITY`] addresses. It never forgets
+/// an address whose window is still open to make room: when it is full of
+/// live entries, addresses not in it share one overflow budget of `max`
+/// attempts per window. Many addresses thus cannot reset the count of
+/// another; during such a flood, new addresses are throttled together,
+/// which is the price of bounded memory.
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
+    table: Mutex<LimiterTable>,
     max: u32,
     window: Duration,
+    capacity: usize,
+}
+
+struct LimiterTable {
+    map: HashMap<IpAddr, VecDeque<Instant>>,
+    overflow: VecDeque<Instant>,
+}
+
+/// Which budget an attempt was counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Addr(IpAddr),
+    Overflow,
+}
+
+/// A counted login attempt. Dropping it leaves it counted as a failure;
+/// [`LoginAttempt::succeed`] clears the address's count.
+pub struct LoginAttempt<'a> {
+    limiter: &'a LoginLimiter,
+    slot: Slot,
+    at: Instant,
+}
+
+impl LoginAttempt<'_> {
+    /// The password was never checked (server busy): un-count this attempt
+    /// only.
+    pub fn release(self) {
+        let mut t = self.limiter.lock();
+        let v = match self.slot {
+            Slot::Addr(k) => t.map.get_mut(&k),
+            Slot::Overflow => Some(&mut t.overflow),
+        };
+        if let Some(v) = v {
+            if let Some(i) = v.iter().rposition(|x| *x == self.at) {
+                v.remove(i);
+            }
+        }
+    }
+
+    /// The right password: the address starts over.
+    pub fn succeed(self) {
+        let mut t = self.limiter.lock();
+        match self.slot {
+            Slot::Addr(k) => {
+                t.map.remove(&k);
+            }
+            Slot::Overflow => {
+                if let Some(i) = t.overflow.iter().position(|x| *x == self.at) {
+                    t.overflow.remove(i);
+                }
+            }
+        }
+    }
+}
+
+/// One IPv6 host usually owns a whole /64, so it counts as one address.
+fn limiter_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
 }
 
 impl LoginLimiter {
     pub fn new(max: u32, window: Duration) -> Self {
+        Self::with_capacity(max, window, LIMITER_CAPACITY)
+    }
+
+    pub fn with_capacity(max: u32, window: Duration, capacity: usize) -> Self {
         LoginLimiter {
-            failures: Mutex::new(HashMap::new()),
-            max,
+            table: Mutex::new(LimiterTable {
+                map: HashMap::new(),
+                overflow: VecDeque::new(),
+            }),
+            max: max.max(1),
             window,
+            capacity: capacity.max(1),
         }
     }
 
-    /// `Err(retry_after)` when this address must wait.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LimiterTable> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Count an attempt from `ip`, or `Err(retry_after)` when this address
+    /// (or, while the table is full, the overflow budget) has none left.
+    pub fn begin(&self, ip: IpAddr) -> Result<LoginAttempt<'_>, Duration> {
         let now = Instant::now();
-        let mut m = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let v = m.entry(ip).or_default();
-        v.retain(|t| now.duration_since(*t) < self.window);
-        if v.len() as u32 >= self.max {
+        let window = self.window;
+        let live = |t: &Instant| now.duration_since(*t) < window;
+        let mut t = self.lock();
+        let key = limiter_key(ip);
+        if !t.map.contains_key(&key) && t.map.len() >= self.capacity {
+            // Only when full: forget addresses whose window has closed.
+            t.map.retain(|_, v| v.back().is_some_and(live));
+        }
+        let slot = if t.map.contains_key(&key) || t.map.len() < self.capacity {
+            Slot::Addr(key)
+        } else {
+            Slot::Overflow
+        };
+        let max = self.max as usize;
+        let v = match slot {
+            Slot::Addr(k) => t.map.entry(k).or_default(),
+            Slot::Overflow => &mut t.overflow,
+        };
+        while v.front().is_some_and(|x| !live(x)) {
+            v.pop_front();
+        }
+        if v.len() >= max {
             let oldest = v[0];
-            return Err(self.window.saturating_sub(now.duration_since(oldest)));
+            return Err(window.saturating_sub(now.duration_since(oldest)));
         }
-        Ok(())
+        v.push_back(now);
+        Ok(LoginAttempt {
+            limiter: self,
+            slot,
+            at: now,
+        })
     }
 
-    pub fn fail(&self, ip: IpAddr) {
-        let mut m = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() > 4096 {
-            m.clear();
-        }
-        m.entry(ip).or_default().push(Instant::now());
+    /// Attempts still counted against `ip` (tests, logs).
+    pub fn attempts(&self, ip: IpAddr) -> usize {
+        let now = Instant::now();
+        self.lock()
+            .map
+            .get(&limiter_key(ip))
+            .map(|v| {
+                v.iter()
+                    .filter(|t| now.duration_since(**t) < self.window)
+                    .count()
+            })
+            .unwrap_or(0)
     }
 
-    pub fn succeed(&self, ip: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ip);
+    /// Addresses in the table (never more than the capacity).
+    pub fn tracked(&self) -> usize {
+        self.lock().map.len()
+    }
+}
+
+/// The password check is refused because too many are running or waiting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GateError {
+    #[error("too many password checks at once; try again in a moment")]
+    Busy,
+    #[error("password check failed: {0}")]
+    Internal(String),
+}
+
+/// Bounds the argon2 work (memory: ~19 MiB each; CPU) the server does at
+/// once, whoever asks: at most `concurrency` checks run, at most `queue`
+/// wait, the rest are refused at once.
+pub struct Argon2Gate(std::sync::Arc<GateInner>);
+
+struct GateInner {
+    sem: std::sync::Arc<tokio::sync::Semaphore>,
+    queue: usize,
+    waiting: AtomicUsize,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+    runs: AtomicU64,
+}
+
+struct Waiting<'a>(&'a AtomicUsize);
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Argon2Gate {
+    pub fn new(concurrency: usize, queue: usize) -> Self {
+        Argon2Gate(std::sync::Arc::new(GateInner {
+            sem: std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+            queue,
+            waiting: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            runs: AtomicU64::new(0),
+        }))
+    }
+
+    /// Run `f` (argon2 work) on a blocking thread once a slot is free.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, GateError> {
+        let g = &self.0;
+        let permit = match g.sem.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if g.waiting.fetch_add(1, Ordering::SeqCst) >= g.queue {
+                    g.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err(GateError::Busy);
+                }
+                let _w = Waiting(&g.waiting);
+                g.sem
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| GateError::Internal(e.to_string()))?
+            }
+        };
+        let inner = self.0.clone();
+        // The permit moves into the blocking task: if the request is
+        // cancelled (client gone), the slot stays taken until argon2 is
+        // really done, so cancelled requests cannot pile up work.
+        tokio::task::spawn_blocking(move || {
+            let n = inner.running.fetch_add(1, Ordering::SeqCst) + 1;
+            inner.peak.fetch_max(n, Ordering::SeqCst);
+            inner.runs.fetch_add(1, Ordering::SeqCst);
+            let out = f();
+            inner.running.fetch_sub(1, Ordering::SeqCst);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| GateError::Internal(e.to_string()))
+    }
+
+    /// Argon2 runs started so far.
+    pub fn runs(&self) -> u64 {
+        self.0.runs.load(Ordering::SeqCst)
+    }
+
+    /// The most argon2 runs ever in flight at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.0.peak.load(Ordering::SeqCst)
     }
 }
 

@@ -44,6 +44,42 @@ pub struct WebConfig {
     pub max_upload_bytes: u64,
     /// Camera stream frame rate cap per client.
     pub camera_fps: u32,
+
+    // Limits that keep the server reachable (and the e-stop with it) when
+    // some clients are slow, idle or hostile. All added later than the keys
+    // above; every one has a default, so older config files stay valid.
+    /// Open connections at most (TCP, including WebSockets). When full, a
+    /// new connection closes the oldest one that never carried a valid
+    /// session cookie; connections of logged-in users are never closed to
+    /// make room. Size `LimitNOFILE` in the systemd unit above it.
+    pub max_connections: usize,
+    /// A new connection (TLS handshake included) must deliver its first
+    /// request's headers within this many seconds; so must every request's
+    /// headers once started.
+    pub header_timeout_s: f64,
+    /// A keep-alive connection with no request in flight is closed after
+    /// this many seconds.
+    pub idle_timeout_s: f64,
+    /// A request body (other than a model upload) must arrive in full
+    /// within this many seconds.
+    pub body_timeout_s: f64,
+    /// A model upload's body must arrive in full within this many seconds,
+    /// and never stall for longer than `header_timeout_s` between chunks.
+    pub upload_timeout_s: f64,
+    /// A WebSocket whose peer sends nothing (not even the pong to our ping)
+    /// for this many seconds, or that cannot take a message for as long, is
+    /// closed.
+    pub ws_idle_timeout_s: f64,
+    /// Drive WebSockets open at once (each phone needs one).
+    pub max_drive_sockets: usize,
+    /// Messages per second one drive WebSocket may send (the phone sends
+    /// 20); the excess is dropped, never queued for the car.
+    pub drive_max_msgs_per_s: u32,
+    /// Password checks (argon2, about 19 MiB and tens of milliseconds
+    /// each) running at once.
+    pub argon2_concurrency: usize,
+    /// Password checks allowed to wait for one of those; more get 429.
+    pub argon2_queue: usize,
 }
 
 impl Default for WebConfig {
@@ -61,6 +97,16 @@ impl Default for WebConfig {
             login_window_s: 60,
             max_upload_bytes: 64 * 1024 * 1024,
             camera_fps: 15,
+            max_connections: 512,
+            header_timeout_s: 10.0,
+            idle_timeout_s: 30.0,
+            body_timeout_s: 30.0,
+            upload_timeout_s: 600.0,
+            ws_idle_timeout_s: 30.0,
+            max_drive_sockets: 4,
+            drive_max_msgs_per_s: 100,
+            argon2_concurrency: 2,
+            argon2_queue: 8,
         }
     }
 }
@@ -93,6 +139,12 @@ impl WebConfig {
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
             .unwrap_or_else(std::env::temp_dir);
         base.join("car-runtime/web")
+    }
+
+    pub(crate) fn secs(v: f64) -> std::time::Duration {
+        // A bad value (negative, NaN) must not panic the server: it means
+        // "as short as possible", which fails safe.
+        std::time::Duration::try_from_secs_f64(v).unwrap_or(std::time::Duration::from_millis(1))
     }
 
     pub fn resolved_models_dir(&self) -> PathBuf {

@@ -16,6 +16,7 @@ pub mod assets;
 pub mod auth;
 pub mod camera;
 pub mod config;
+pub mod conn;
 pub mod models;
 pub mod race;
 pub mod server;
@@ -53,6 +54,7 @@ pub struct WebHandle {
     tls: bool,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    conns: Arc<conn::ConnTable>,
 }
 
 impl WebHandle {
@@ -67,6 +69,11 @@ impl WebHandle {
             if self.tls { "https" } else { "http" },
             self.addr
         )
+    }
+
+    /// Open connections and what the connection cap did so far.
+    pub fn connections(&self) -> conn::ConnStats {
+        self.conns.stats()
     }
 
     pub fn shutdown(mut self) {
@@ -112,6 +119,8 @@ pub fn start(config: WebConfig, api: Arc<dyn CarApi>) -> Result<WebHandle, WebEr
     let addr = listener
         .local_addr()
         .map_err(|e| WebError::Server(e.to_string()))?;
+    let conns = conn::ConnTable::new(conn_limits(&config));
+    let table = conns.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -125,7 +134,7 @@ pub fn start(config: WebConfig, api: Arc<dyn CarApi>) -> Result<WebHandle, WebEr
         .spawn(move || {
             yield_to_control_loop();
             runtime.block_on(async move {
-                if let Err(e) = serve_listener(listener, rustls_config, state, async {
+                if let Err(e) = serve_listener(listener, rustls_config, state, table, async {
                     let _ = rx.await;
                 })
                 .await
@@ -142,6 +151,7 @@ pub fn start(config: WebConfig, api: Arc<dyn CarApi>) -> Result<WebHandle, WebEr
         tls,
         shutdown: Some(tx),
         thread: Some(thread),
+        conns,
     })
 }
 
@@ -164,42 +174,61 @@ pub async fn serve(
     listener
         .set_nonblocking(true)
         .map_err(|e| WebError::Server(e.to_string()))?;
-    serve_listener(listener, rustls_config, state, shutdown).await
+    let table = conn::ConnTable::new(conn_limits(&config));
+    serve_listener(listener, rustls_config, state, table, shutdown).await
+}
+
+/// The connection limits from `[web]`, with the cap kept under the
+/// process's open-file limit: past it `accept` fails and nobody, the phone
+/// included, gets in. 64 descriptors stay for the daemon itself (camera,
+/// PWM, I2C, logs, model and upload files).
+fn conn_limits(config: &WebConfig) -> conn::ConnLimits {
+    let mut max = config.max_connections.max(1);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0
+        && lim.rlim_cur != libc::RLIM_INFINITY
+    {
+        let room = (lim.rlim_cur as usize).saturating_sub(64).max(16);
+        if room < max {
+            tracing::warn!(
+                "[web] max_connections {max} does not fit the open-file limit {}; using {room}",
+                lim.rlim_cur
+            );
+            max = room;
+        }
+    }
+    conn::ConnLimits {
+        max_connections: max,
+        header_timeout: WebConfig::secs(config.header_timeout_s),
+        idle_timeout: WebConfig::secs(config.idle_timeout_s),
+        body_timeout: WebConfig::secs(config.body_timeout_s),
+        upload_timeout: WebConfig::secs(config.upload_timeout_s),
+    }
 }
 
 async fn serve_listener(
     listener: std::net::TcpListener,
     rustls_config: Option<Arc<rustls::ServerConfig>>,
     state: AppState,
+    table: Arc<conn::ConnTable>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), WebError> {
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(|e| WebError::Server(e.to_string()))?;
     let stop = state.stop.clone();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let handle = axum_server::Handle::new();
-    let h2 = handle.clone();
+    let app = router(state.clone());
+    let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        h2.graceful_shutdown(Some(std::time::Duration::from_millis(500)));
+        let _ = tx.send(true);
     });
-    let res = match rustls_config {
-        Some(cfg) => {
-            let cfg = axum_server::tls_rustls::RustlsConfig::from_config(cfg);
-            axum_server::from_tcp_rustls(listener, cfg)
-                .map_err(|e| WebError::Server(e.to_string()))?
-                .handle(handle)
-                .serve(app)
-                .await
-        }
-        None => {
-            axum_server::from_tcp(listener)
-                .map_err(|e| WebError::Server(e.to_string()))?
-                .handle(handle)
-                .serve(app)
-                .await
-        }
-    };
-    res.map_err(|e| WebError::Server(e.to_string()))
+    conn::serve(listener, rustls_config, app, state, table, rx).await;
+    Ok(())
 }
 
 /// Every web UI thread runs at nice 10, so on a car's two or four cores a

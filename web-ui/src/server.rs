@@ -12,7 +12,7 @@
 //!   thread.
 
 use crate::api::*;
-use crate::auth::{self, LoginLimiter, Sessions};
+use crate::auth::{self, Argon2Gate, GateError, LoginLimiter, Sessions};
 use crate::camera::{self, JpegFrame};
 use crate::models::{self, ModelError, UploadKind};
 use crate::race::{self, Race};
@@ -27,9 +27,9 @@ use serde::Deserialize;
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 pub const SESSION_COOKIE: &str = "car_session";
@@ -43,6 +43,10 @@ pub struct Inner {
     pub tls: bool,
     pub sessions: Sessions,
     pub limiter: LoginLimiter,
+    /// Every argon2 run (login, password change) goes through it.
+    pub argon2: Argon2Gate,
+    /// Drive WebSockets open now.
+    pub drive_sockets: AtomicUsize,
     pub password_hash: RwLock<String>,
     pub race: Mutex<Race>,
     pub frames: watch::Sender<Arc<JpegFrame>>,
@@ -103,6 +107,8 @@ impl AppState {
                 config.login_max_failures,
                 Duration::from_secs(config.login_window_s),
             ),
+            argon2: Argon2Gate::new(config.argon2_concurrency, config.argon2_queue),
+            drive_sockets: AtomicUsize::new(0),
             password_hash: RwLock::new(hash),
             race: Mutex::new(Race::open(&state_dir)),
             tls: config.tls_enabled(),
@@ -356,30 +362,46 @@ struct LoginReq {
     password: String,
 }
 
+fn too_many(text: String, wait: Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut r = HttpError(StatusCode::TOO_MANY_REQUESTS, text).into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+fn limited(wait: Duration) -> Response {
+    too_many(
+        format!("too many failed logins; wait {} s", wait.as_secs().max(1)),
+        wait,
+    )
+}
+
+fn gate_refused(e: GateError) -> Response {
+    match e {
+        GateError::Busy => too_many(e.to_string(), Duration::from_secs(1)),
+        GateError::Internal(m) => internal(m).into_response(),
+    }
+}
+
 async fn login(
     State(st): State<AppState>,
     req: axum::extract::Request,
 ) -> Result<Response, HttpError> {
     let ip = client_ip(req.extensions());
-    if let Err(wait) = st.limiter.check(ip) {
-        let secs = wait.as_secs().max(1);
-        let mut r = HttpError(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("too many failed logins; wait {secs} s"),
-        )
-        .into_response();
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return Ok(r);
-    }
     let Json(body) =
         <Json<LoginReq> as axum::extract::FromRequest<AppState>>::from_request(req, &st)
             .await
             .map_err(|e: axum::extract::rejection::JsonRejection| {
                 HttpError(e.status(), e.body_text())
             })?;
+    // Counted before the password is checked (and uncounted only by a
+    // success), so concurrent guesses cannot all slip past the limit.
+    let attempt = match st.limiter.begin(ip) {
+        Ok(a) => a,
+        Err(wait) => return Ok(limited(wait)),
+    };
     if body.password.len() > 256 {
-        st.limiter.fail(ip);
         return Err(HttpError(StatusCode::UNAUTHORIZED, "wrong password".into()));
     }
     let hash = st
@@ -387,15 +409,23 @@ async fn login(
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&hash, &body.password))
+    let ok = match st
+        .argon2
+        .run(move || auth::verify_password(&hash, &body.password))
         .await
-        .map_err(internal)?;
+    {
+        Ok(ok) => ok,
+        Err(e) => {
+            // Not checked, so not a failed guess either.
+            attempt.release();
+            return Ok(gate_refused(e));
+        }
+    };
     if !ok {
-        st.limiter.fail(ip);
         tracing::warn!("failed web login from {ip}");
         return Err(HttpError(StatusCode::UNAUTHORIZED, "wrong password".into()));
     }
-    st.limiter.succeed(ip);
+    attempt.succeed();
     let (id, csrf) = st.sessions.create();
     let cookie = format!(
         "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
@@ -442,7 +472,7 @@ async fn change_password(
     a: Authed,
     ClientIp(ip): ClientIp,
     Json(body): Json<PasswordReq>,
-) -> Result<Json<serde_json::Value>, HttpError> {
+) -> Result<Response, HttpError> {
     change_password_inner(st, a, ip, body).await
 }
 
@@ -451,42 +481,57 @@ async fn change_password_inner(
     a: Authed,
     ip: IpAddr,
     body: PasswordReq,
-) -> Result<Json<serde_json::Value>, HttpError> {
-    if let Err(wait) = st.limiter.check(ip) {
-        return Err(HttpError(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("too many failed attempts; wait {} s", wait.as_secs().max(1)),
-        ));
-    }
+) -> Result<Response, HttpError> {
+    let attempt = match st.limiter.begin(ip) {
+        Ok(a) => a,
+        Err(wait) => {
+            return Ok(too_many(
+                format!("too many failed attempts; wait {} s", wait.as_secs().max(1)),
+                wait,
+            ))
+        }
+    };
     let hash = st
         .password_hash
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let current = body.current;
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&hash, &current))
-        .await
-        .map_err(internal)?;
-    if !ok {
-        st.limiter.fail(ip);
-        return Err(HttpError(
-            StatusCode::FORBIDDEN,
-            "current password: wrong password".into(),
-        ));
-    }
     let dir = st.state_dir.clone();
-    let new = body.new;
-    let phc = tokio::task::spawn_blocking(move || auth::set_password(&dir, &new))
-        .await
-        .map_err(internal)?
-        .map_err(|e| match e {
-            auth::AuthError::WeakPassword(_) => HttpError(StatusCode::BAD_REQUEST, e.to_string()),
-            e => internal(e),
-        })?;
+    // Check and re-hash in one argon2 slot.
+    let r = st
+        .argon2
+        .run(move || {
+            if !auth::verify_password(&hash, &body.current) {
+                return None;
+            }
+            Some(auth::set_password(&dir, &body.new))
+        })
+        .await;
+    let phc = match r {
+        Err(e) => {
+            attempt.release();
+            return Ok(gate_refused(e));
+        }
+        Ok(None) => {
+            return Err(HttpError(
+                StatusCode::FORBIDDEN,
+                "current password: wrong password".into(),
+            ))
+        }
+        Ok(Some(r)) => {
+            attempt.succeed();
+            r.map_err(|e| match e {
+                auth::AuthError::WeakPassword(_) => {
+                    HttpError(StatusCode::BAD_REQUEST, e.to_string())
+                }
+                e => internal(e),
+            })?
+        }
+    };
     *st.password_hash.write().unwrap_or_else(|e| e.into_inner()) = phc;
     st.sessions.remove_all_except(&a.session_id);
     tracing::info!("web UI password changed; other sessions logged out");
-    Ok(Json(json!({ "ok": true })))
+    Ok(Json(json!({ "ok": true })).into_response())
 }
 
 async fn status(State(st): State<AppState>, _a: Authed) -> Json<CarStatus> {
@@ -514,7 +559,12 @@ async fn command(
     Json(cmd): Json<Command>,
 ) -> Result<Json<CarStatus>, HttpError> {
     check_command(&cmd)?;
-    st.api.command(cmd)?;
+    match cmd {
+        // Its own path on the car side: never behind the command queue that
+        // drive sockets fill.
+        Command::EStop => st.api.estop()?,
+        cmd => st.api.command(cmd)?,
+    }
     Ok(Json(st.api.status()))
 }
 
@@ -837,20 +887,103 @@ async fn race_stop(
     Ok(Json(race_json(&mut r)))
 }
 
+/// When a WebSocket's peer last sent anything (a pong counts), shared
+/// between its reader and writer halves.
+struct Liveness {
+    start: Instant,
+    last_rx_ms: AtomicU64,
+}
+
+impl Liveness {
+    fn new() -> Arc<Liveness> {
+        Arc::new(Liveness {
+            start: Instant::now(),
+            last_rx_ms: AtomicU64::new(0),
+        })
+    }
+    fn heard(&self) {
+        self.last_rx_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn silent_for(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_rx_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Reads (and drops) what the peer sends, noting that it is alive. Browsers
+/// answer our pings by themselves.
+fn spawn_ws_reader(
+    mut rx: futures_util::stream::SplitStream<WebSocket>,
+    live: Arc<Liveness>,
+) -> tokio::task::JoinHandle<()> {
+    use futures_util::StreamExt;
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = rx.next().await {
+            live.heard();
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+}
+
+/// Send one message, or `false` when the peer cannot take it within the
+/// idle timeout (a dead link fills the socket buffer, then this waits).
+async fn ws_send(
+    tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    msg: Message,
+    timeout: Duration,
+) -> bool {
+    use futures_util::SinkExt;
+    matches!(
+        tokio::time::timeout(timeout, tx.send(msg)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Ping every third of the idle timeout; `false` when the peer has been
+/// silent for the whole timeout (gone without closing).
+async fn ws_keepalive(
+    tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    live: &Liveness,
+    last_ping: &mut Instant,
+    idle: Duration,
+) -> bool {
+    if live.silent_for() > idle {
+        return false;
+    }
+    if last_ping.elapsed() >= idle / 3 {
+        *last_ping = Instant::now();
+        return ws_send(tx, Message::Ping(Vec::new().into()), idle).await;
+    }
+    true
+}
+
+fn ws_idle(st: &AppState) -> Duration {
+    WebConfig::secs(st.config.ws_idle_timeout_s)
+}
+
 /// Status plus new telemetry samples five times a second.
 async fn ws_telemetry(State(st): State<AppState>, _a: Authed, ws: WebSocketUpgrade) -> Response {
     ws.on_upgrade(move |socket| telemetry_loop(st, socket))
 }
 
 async fn telemetry_loop(st: AppState, socket: WebSocket) {
-    use futures_util::{SinkExt, StreamExt};
-    let (mut tx, mut rx) = socket.split();
-    let reader = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+    use futures_util::StreamExt;
+    let (mut tx, rx) = socket.split();
+    let live = Liveness::new();
+    let reader = spawn_ws_reader(rx, live.clone());
+    let idle = ws_idle(&st);
+    let mut last_ping = Instant::now();
     let mut last = 0u64;
     let mut buf = Vec::with_capacity(256);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     while !st.stop.load(Ordering::Relaxed) && !reader.is_finished() {
         tick.tick().await;
+        if !ws_keepalive(&mut tx, &live, &mut last_ping, idle).await {
+            break;
+        }
         buf.clear();
         let newest = st.api.telemetry_since(last, &mut buf);
         if newest < last {
@@ -862,11 +995,7 @@ async fn telemetry_loop(st: AppState, socket: WebSocket) {
         // A phone needs the recent trace, not every sample at 100 Hz.
         let skip = buf.len().saturating_sub(64);
         let msg = json!({ "status": st.api.status(), "samples": &buf[skip..] });
-        if tx
-            .send(Message::Text(msg.to_string().into()))
-            .await
-            .is_err()
-        {
+        if !ws_send(&mut tx, Message::Text(msg.to_string().into()), idle).await {
             break;
         }
     }
@@ -880,12 +1009,18 @@ async fn ws_camera(State(st): State<AppState>, _a: Authed, ws: WebSocketUpgrade)
 }
 
 async fn camera_loop(st: AppState, socket: WebSocket) {
-    use futures_util::{SinkExt, StreamExt};
-    let (mut tx, mut rx) = socket.split();
-    let reader = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+    use futures_util::StreamExt;
+    let (mut tx, rx) = socket.split();
+    let live = Liveness::new();
+    let reader = spawn_ws_reader(rx, live.clone());
+    let idle = ws_idle(&st);
+    let mut last_ping = Instant::now();
     let mut frames = st.frames.subscribe();
     let mut hdr = Vec::with_capacity(256);
     while !st.stop.load(Ordering::Relaxed) && !reader.is_finished() {
+        if !ws_keepalive(&mut tx, &live, &mut last_ping, idle).await {
+            break;
+        }
         match tokio::time::timeout(Duration::from_millis(500), frames.changed()).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => break,
@@ -904,7 +1039,7 @@ async fn camera_loop(st: AppState, socket: WebSocket) {
         msg.extend_from_slice(&f.jpeg);
         // Sending waits for this client only; meanwhile newer frames replace
         // older ones in the watch channel, so a slow phone skips frames.
-        if tx.send(Message::Binary(msg.into())).await.is_err() {
+        if !ws_send(&mut tx, Message::Binary(msg.into()), idle).await {
             break;
         }
     }
@@ -914,6 +1049,14 @@ async fn camera_loop(st: AppState, socket: WebSocket) {
 #[derive(Deserialize)]
 struct DriveQuery {
     csrf: Option<String>,
+}
+
+/// One open drive WebSocket, counted against `max_drive_sockets`.
+struct DriveSlot(AppState);
+impl Drop for DriveSlot {
+    fn drop(&mut self) {
+        self.0.drive_sockets.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Manual driving: `{"s": steering, "t": throttle}` heartbeats (~every 50 ms)
@@ -935,7 +1078,19 @@ async fn ws_drive(
     }
     check_origin(&headers)?;
     let ws = ws.map_err(|e| HttpError(e.status(), e.body_text()))?;
-    Ok(ws.on_upgrade(move |socket| drive_loop(st, socket)))
+    // Reserved before the upgrade so concurrent upgrades cannot overshoot.
+    if st.drive_sockets.fetch_add(1, Ordering::SeqCst) >= st.config.max_drive_sockets {
+        st.drive_sockets.fetch_sub(1, Ordering::SeqCst);
+        return Err(HttpError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} drive connections are open already; close another page",
+                st.config.max_drive_sockets
+            ),
+        ));
+    }
+    let slot = DriveSlot(st.clone());
+    Ok(ws.on_upgrade(move |socket| drive_loop(st, socket, slot)))
 }
 
 #[derive(Deserialize)]
@@ -946,21 +1101,97 @@ struct DriveMsg {
     ns: Option<u32>,
 }
 
-async fn drive_loop(st: AppState, mut socket: WebSocket) {
+/// Messages a drive socket may pass on to the car: a token bucket holding a
+/// quarter second's worth, refilled at the configured rate. What is over is
+/// dropped, so one socket cannot fill the car's command queue.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(per_s: u32) -> Bucket {
+        let rate = f64::from(per_s.max(1));
+        let burst = (rate / 4.0).max(1.0);
+        Bucket {
+            tokens: burst,
+            rate,
+            burst,
+            at: Instant::now(),
+        }
+    }
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn drive_loop(st: AppState, socket: WebSocket, _slot: DriveSlot) {
+    use futures_util::StreamExt;
+    let (mut tx, mut rx) = socket.split();
+    let idle = ws_idle(&st);
+    let mut bucket = Bucket::new(st.config.drive_max_msgs_per_s);
+    let mut dropped = 0u64;
     let mut drove = false;
     let mut last_err = String::new();
-    // No timeout of our own: the arbiter's 250 ms dead-man stops the car
-    // when these messages stop, whatever happened to the phone or the link.
-    while let Some(Ok(msg)) = socket.recv().await {
+    let mut last_heard = Instant::now();
+    // The arbiter's 250 ms dead-man stops the car when these messages stop,
+    // whatever happened to the phone or the link; the idle timeout here only
+    // frees the socket of a phone that is gone.
+    loop {
         if st.stop.load(Ordering::Relaxed) {
             break;
         }
+        let next = tokio::time::timeout(idle / 3, rx.next()).await;
+        let msg = match next {
+            Ok(Some(Ok(m))) => {
+                last_heard = Instant::now();
+                m
+            }
+            Ok(_) => break,
+            Err(_) => {
+                // Quiet for a third of the timeout: ping (browsers answer by
+                // themselves); a peer quiet for the whole timeout has gone.
+                if last_heard.elapsed() >= idle {
+                    break;
+                }
+                if !ws_send(&mut tx, Message::Ping(Vec::new().into()), idle).await {
+                    break;
+                }
+                continue;
+            }
+        };
         let Message::Text(text) = msg else {
             if matches!(msg, Message::Close(_)) {
                 break;
             }
             continue;
         };
+        if !bucket.take() {
+            dropped += 1;
+            if dropped == 1 || dropped.is_power_of_two() {
+                tracing::warn!("drive socket over {} msg/s: dropped {dropped}", bucket.rate);
+            }
+            let err = "too many drive messages; some were dropped".to_string();
+            if err != last_err {
+                let reply = json!({ "error": err });
+                if !ws_send(&mut tx, Message::Text(reply.to_string().into()), idle).await {
+                    break;
+                }
+                last_err = err;
+            }
+            continue;
+        }
         let Ok(m) = serde_json::from_str::<DriveMsg>(text.as_str()) else {
             continue;
         };
@@ -989,11 +1220,7 @@ async fn drive_loop(st: AppState, mut socket: WebSocket) {
             } else {
                 json!({ "error": err })
             };
-            if socket
-                .send(Message::Text(reply.to_string().into()))
-                .await
-                .is_err()
-            {
+            if !ws_send(&mut tx, Message::Text(reply.to_string().into()), idle).await {
                 break;
             }
             last_err = err;

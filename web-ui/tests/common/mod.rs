@@ -23,6 +23,10 @@ pub struct FakeState {
     pub commands: Vec<Command>,
     pub pulses: Vec<(Channel, u32)>,
     pub frame_seq: u64,
+    /// Simulates a full command queue: `command` answers `Busy`.
+    pub queue_full: bool,
+    /// E-stops that came through `CarApi::estop`.
+    pub estops: u32,
 }
 
 pub struct FakeCar(pub Mutex<FakeState>);
@@ -57,6 +61,8 @@ impl FakeCar {
             commands: vec![],
             pulses: vec![],
             frame_seq: 0,
+            queue_full: false,
+            estops: 0,
         })))
     }
     pub fn st(&self) -> std::sync::MutexGuard<'_, FakeState> {
@@ -100,6 +106,9 @@ impl CarApi for FakeCar {
     }
     fn command(&self, cmd: Command) -> Result<(), ApiError> {
         let mut s = self.st();
+        if s.queue_full {
+            return Err(ApiError::Busy);
+        }
         s.commands.push(cmd);
         match cmd {
             Command::SetMode { mode } => {
@@ -116,6 +125,15 @@ impl CarApi for FakeCar {
             Command::SetMaxSpeed { percent } => s.max_speed = percent.clamp(0.0, 100.0),
             Command::Manual { .. } => {}
         }
+        Ok(())
+    }
+    /// Like the daemon's dedicated e-stop flag: never behind the queue.
+    fn estop(&self) -> Result<(), ApiError> {
+        let mut s = self.st();
+        s.estops += 1;
+        s.commands.push(Command::EStop);
+        s.estop = true;
+        s.mode = Mode::Stopped;
         Ok(())
     }
     fn telemetry_since(&self, after_seq: u64, out: &mut Vec<TelemetrySample>) -> u64 {
