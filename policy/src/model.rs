@@ -4,7 +4,6 @@
 use crate::backend::Backend;
 use crate::metadata::{MetadataError, ModelMetadata, METADATA_FILE};
 use crate::policy::Policy;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -15,9 +14,6 @@ use std::time::Instant;
 /// stays well inside its address-space limit (`check::ChildLimits`).
 pub const MAX_GRAPH_BYTES: u64 = 256 << 20;
 const MAX_METADATA_BYTES: u64 = 1 << 20;
-/// Total bytes read out of an archive, whatever the entries claim.
-const MAX_ARCHIVE_BYTES: u64 = 1 << 30;
-const MAX_ARCHIVE_ENTRIES: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -83,18 +79,16 @@ fn io_err(file: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
     }
 }
 
+/// Model folders come from outside too (a USB stick): a FIFO or a device
+/// named `model.onnx` is refused at once instead of blocking the loader.
 fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ModelError> {
-    let f = std::fs::File::open(path).map_err(io_err(path))?;
-    let len = f.metadata().map_err(io_err(path))?.len();
-    if len > limit {
-        return Err(ModelError::Archive {
+    safe_io::read_limited(path, limit).map_err(|e| match e {
+        safe_io::ReadError::Io { source, .. } => io_err(path)(source),
+        e => ModelError::Archive {
             file: path.display().to_string(),
-            message: format!("{len} bytes is larger than the {limit}-byte limit"),
-        });
-    }
-    let mut buf = Vec::with_capacity(len as usize);
-    f.take(limit).read_to_end(&mut buf).map_err(io_err(path))?;
-    Ok(buf)
+            message: e.reason(),
+        },
+    })
 }
 
 fn is_archive(path: &Path) -> bool {
@@ -156,115 +150,30 @@ impl ModelFiles {
         })
     }
 
-    /// Read only the entries we need straight out of the archive: nothing is
-    /// written to disk, so a hostile archive cannot place files anywhere, but
-    /// we still refuse archives with absolute or `..` paths outright.
+    /// Read the model's two files straight out of the archive through
+    /// `safe_io::archive`, the reader the web upload uses too, so
+    /// `check-model` and the web accept and refuse the same archives.
+    /// Nothing is written to disk.
     fn read_archive(path: &Path) -> Result<ModelFiles, ModelError> {
+        use safe_io::archive::{self, ArchiveError, GraphKind};
         let file_name = path.display().to_string();
-        let aerr = |m: String| ModelError::Archive {
-            file: file_name.clone(),
-            message: m,
+        let m =
+            archive::read_model_archive(path, &archive::Limits::MODEL).map_err(|e| match e {
+                ArchiveError::Missing { what, .. } => ModelError::Missing {
+                    dir: file_name.clone(),
+                    what,
+                },
+                e => ModelError::Archive {
+                    file: file_name.clone(),
+                    message: e.reason(),
+                },
+            })?;
+        let format = match m.graph_kind {
+            GraphKind::Onnx => GraphFormat::Onnx,
+            GraphKind::TensorFlow => GraphFormat::TensorFlow,
         };
-        let f = std::fs::File::open(path).map_err(io_err(path))?;
-        let gz = flate2::read::GzDecoder::new(std::io::BufReader::new(f));
-        let mut ar = tar::Archive::new(gz.take(MAX_ARCHIVE_BYTES));
-        let mut metadata_text: Option<(usize, String, Vec<u8>)> = None;
-        let mut graph: Option<(usize, String, GraphFormat, Vec<u8>)> = None;
-        let entries = ar
-            .entries()
-            .map_err(|e| aerr(format!("not a tar.gz archive: {e}")))?;
-        for (n, entry) in entries.enumerate() {
-            if n >= MAX_ARCHIVE_ENTRIES {
-                return Err(aerr(format!("more than {MAX_ARCHIVE_ENTRIES} entries")));
-            }
-            let entry = entry.map_err(|e| aerr(format!("corrupt archive: {e}")))?;
-            let p = entry
-                .path()
-                .map_err(|e| aerr(format!("bad entry name: {e}")))?
-                .into_owned();
-            let shown = p.display().to_string();
-            let mut depth = 0usize;
-            for c in p.components() {
-                match c {
-                    std::path::Component::Normal(_) => depth += 1,
-                    std::path::Component::CurDir => {}
-                    _ => {
-                        return Err(aerr(format!(
-                            "refusing entry \"{shown}\": absolute paths and \"..\" are not allowed in a model archive"
-                        )))
-                    }
-                }
-            }
-            let kind = entry.header().entry_type();
-            let name = p
-                .file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let wanted = name == METADATA_FILE || name == "model.onnx" || name == "model.pb";
-            if !wanted {
-                continue;
-            }
-            if !kind.is_file() {
-                return Err(aerr(format!(
-                    "\"{shown}\" is a link or special file, not a regular file"
-                )));
-            }
-            let size = entry
-                .header()
-                .size()
-                .map_err(|e| aerr(format!("\"{shown}\": {e}")))?;
-            let limit = if name == METADATA_FILE {
-                MAX_METADATA_BYTES
-            } else {
-                MAX_GRAPH_BYTES
-            };
-            if size > limit {
-                return Err(aerr(format!(
-                    "\"{shown}\" is {size} bytes, over the {limit}-byte limit"
-                )));
-            }
-            let mut buf = Vec::with_capacity(size as usize);
-            entry
-                .take(limit)
-                .read_to_end(&mut buf)
-                .map_err(|e| aerr(format!("\"{shown}\": {e}")))?;
-            if name == METADATA_FILE {
-                if metadata_text.as_ref().is_none_or(|(d, _, _)| depth < *d) {
-                    metadata_text = Some((depth, shown, buf));
-                }
-            } else {
-                let format = if name == "model.onnx" {
-                    GraphFormat::Onnx
-                } else {
-                    GraphFormat::TensorFlow
-                };
-                // Prefer ONNX, then the shallowest path.
-                let better = match &graph {
-                    None => true,
-                    Some((d, _, f, _)) => {
-                        (format == GraphFormat::Onnx && *f == GraphFormat::TensorFlow)
-                            || (format == *f && depth < *d)
-                    }
-                };
-                if better {
-                    graph = Some((depth, shown, format, buf));
-                }
-            }
-        }
-        let Some((_, meta_name, meta_bytes)) = metadata_text else {
-            return Err(ModelError::Missing {
-                dir: file_name,
-                what: "model_metadata.json",
-            });
-        };
-        let Some((_, graph_inner, format, graph)) = graph else {
-            return Err(ModelError::Missing {
-                dir: file_name,
-                what: "model.onnx or model.pb",
-            });
-        };
-        let meta_file = format!("{file_name}:{meta_name}");
-        let text = String::from_utf8(meta_bytes).map_err(|_| ModelError::Archive {
+        let meta_file = format!("{file_name}:{}", m.metadata.name);
+        let text = String::from_utf8(m.metadata.bytes).map_err(|_| ModelError::Archive {
             file: meta_file.clone(),
             message: "not UTF-8 text".into(),
         })?;
@@ -273,8 +182,8 @@ impl ModelFiles {
             source: path.to_path_buf(),
             metadata,
             format,
-            graph_name: format!("{file_name}:{graph_inner}"),
-            graph,
+            graph_name: format!("{file_name}:{}", m.graph.name),
+            graph: m.graph.bytes,
         })
     }
 }

@@ -5,16 +5,14 @@
 //! `<models_dir>/<name>`, so a bad upload never replaces anything.
 
 use serde::{Deserialize, Serialize};
-use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 /// Files an upload or archive may contribute; everything else in a console
 /// export (checkpoints, logs) is skipped.
 pub const MODEL_FILES: &[&str] = &["model.onnx", "model_metadata.json", "model.pb"];
-/// Per-file limit inside an archive and total unpacked limit relative to
-/// the upload limit: a gzip bomb stops here.
-const UNPACK_FACTOR: u64 = 4;
-const MAX_ARCHIVE_ENTRIES: usize = 10_000;
+/// Total unpacked limit of an archive relative to the upload limit: a
+/// gzip bomb stops here (see [`archive_limits`]).
+pub const UNPACK_FACTOR: u64 = 4;
 pub const INFO_FILE: &str = ".web-ui.json";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -80,9 +78,29 @@ pub enum UploadKind {
     Archive,
 }
 
-/// Unpack the model files of a `.tar.gz` into `dest`. Any entry whose path
-/// is absolute, has `..`, or that is a link or device rejects the whole
-/// archive, naming the entry.
+/// The archive rules for an upload: the ones `check-model` uses
+/// ([`safe_io::archive::Limits::MODEL`]), with the unpack limit also held
+/// to [`UNPACK_FACTOR`] times the upload limit. With the default 64 MiB
+/// upload limit that is 256 MiB: a `.tar.gz` of real weights unpacks to
+/// barely more than its own size, so only an archive of mostly zeros (a
+/// bomb) lands between this and the CLI's 1 GiB.
+pub fn archive_limits(upload_limit: u64) -> safe_io::archive::Limits {
+    let model = safe_io::archive::Limits::MODEL;
+    safe_io::archive::Limits {
+        max_unpacked_bytes: model
+            .max_unpacked_bytes
+            .min(upload_limit.saturating_mul(UNPACK_FACTOR)),
+        ..model
+    }
+}
+
+/// Unpack the model files of a `.tar.gz` into `dest` through the reader
+/// the CLI uses ([`safe_io::archive`]): the same checks, the same answers.
+/// Any entry that is absolute, has `..`, is a link or device, or appears
+/// twice rejects the whole archive, naming the entry; so do a bad CRC, a
+/// truncated stream and a gzip bomb. Only `model_metadata.json` and the
+/// graph (`model.onnx`, or `agent/model.pb` as in a console export) are
+/// written, and only once the whole archive has passed.
 pub fn extract_archive(
     archive: &Path,
     dest: &Path,
@@ -92,83 +110,15 @@ pub fn extract_archive(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let rej = |reason: String| ModelError::Rejected {
-        file: label.clone(),
-        reason,
-    };
-    let f = std::fs::File::open(archive).map_err(|e| rej(e.to_string()))?;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(f));
-    let total_limit = upload_limit.saturating_mul(UNPACK_FACTOR);
-    let mut total = 0u64;
-    let mut written = Vec::new();
-    let entries = tar
-        .entries()
-        .map_err(|e| rej(format!("not a .tar.gz: {e}")))?;
-    for (i, entry) in entries.enumerate() {
-        if i >= MAX_ARCHIVE_ENTRIES {
-            return Err(rej(format!("more than {MAX_ARCHIVE_ENTRIES} entries")));
-        }
-        let mut entry = entry.map_err(|e| rej(format!("not a .tar.gz: {e}")))?;
-        let path = entry
-            .path()
-            .map_err(|e| rej(format!("bad entry name: {e}")))?
-            .into_owned();
-        let shown = path.display().to_string();
-        let mut clean = PathBuf::new();
-        for c in path.components() {
-            match c {
-                Component::Normal(p) => clean.push(p),
-                Component::CurDir => {}
-                _ => {
-                    return Err(rej(format!(
-                        "entry {shown:?} points outside the archive (absolute or '..')"
-                    )))
-                }
-            }
-        }
-        let kind = entry.header().entry_type();
-        if kind.is_dir() {
-            continue;
-        }
-        if !kind.is_file() {
-            return Err(rej(format!(
-                "entry {shown:?} is a link or special file; only regular files are allowed"
-            )));
-        }
-        let Some(base) = clean.file_name().and_then(|b| b.to_str()) else {
-            continue;
-        };
-        if !MODEL_FILES.contains(&base) {
-            continue;
-        }
-        // Keep only the last folder level that matters (console exports put
-        // the graph in `agent/model.pb`); drop every other prefix.
-        let rel = if base == "model.pb" {
-            PathBuf::from("agent").join(base)
-        } else {
-            PathBuf::from(base)
-        };
-        let size = entry.header().size().unwrap_or(u64::MAX);
-        total = total.saturating_add(size);
-        if total > total_limit {
-            return Err(rej(format!(
-                "unpacks to more than {} MB",
-                total_limit / (1024 * 1024)
-            )));
-        }
-        let out = dest.join(&rel);
-        if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| ModelError::Io(e.to_string()))?;
-        }
-        let mut file = std::fs::File::create(&out).map_err(|e| ModelError::Io(e.to_string()))?;
-        let copied = std::io::copy(&mut (&mut entry).take(size), &mut file)
-            .map_err(|e| rej(format!("entry {shown:?}: {e}")))?;
-        if copied != size {
-            return Err(rej(format!("entry {shown:?} is truncated")));
-        }
-        written.push(rel.display().to_string());
-    }
-    Ok(written)
+    safe_io::archive::extract_model_archive(archive, dest, &archive_limits(upload_limit)).map_err(
+        |e| match e {
+            safe_io::archive::ArchiveError::Write { .. } => ModelError::Io(e.to_string()),
+            e => ModelError::Rejected {
+                file: label,
+                reason: e.reason(),
+            },
+        },
+    )
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -256,4 +206,86 @@ pub fn same_path(a: &str, b: &Path) -> bool {
             (Ok(x), Ok(y)) => x == y,
             _ => false,
         }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The CLI (`check-model`: `policy::ModelFiles::read` on the archive)
+    //! and the web upload (`extract_archive`, then the folder read as the
+    //! car validates it) must give the same answer for every archive.
+    use super::*;
+    use safe_io::archive::corpus;
+    use std::path::PathBuf;
+
+    /// The graph the CLI would run, or its error.
+    fn cli(archive: &Path) -> Result<Vec<u8>, String> {
+        policy::ModelFiles::read(archive)
+            .map(|m| m.graph)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The graph the web would install, or its error.
+    fn web(archive: &Path) -> Result<Vec<u8>, String> {
+        let dest = tempfile::tempdir().unwrap();
+        let limit = crate::WebConfig::default().max_upload_bytes;
+        extract_archive(archive, dest.path(), limit).map_err(|e| e.to_string())?;
+        policy::ModelFiles::read(dest.path())
+            .map(|m| m.graph)
+            .map_err(|e| e.to_string())
+    }
+
+    fn same_answer(name: &str, archive: &Path, accept: bool) {
+        let (c, w) = (cli(archive), web(archive));
+        match (&c, &w) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{name}: CLI and web took different graphs"),
+            (Err(_), Err(_)) => {}
+            _ => panic!("{name}: CLI says {c:?}, web says {w:?}"),
+        }
+        assert_eq!(c.is_ok(), accept, "{name}: {c:?}");
+    }
+
+    #[test]
+    fn cli_and_web_agree_on_every_archive_of_the_corpus() {
+        let d = tempfile::tempdir().unwrap();
+        let cases = corpus::write_corpus(d.path());
+        assert!(cases.len() > 25);
+        for c in &cases {
+            same_answer(c.name, &c.path, c.accept);
+        }
+    }
+
+    #[test]
+    fn cli_and_web_both_refuse_a_gzip_bomb() {
+        // 9 x 120 MiB of zeros (about 1 MB of gzip) unpacks past both the
+        // CLI's 1 GiB and the web's 256 MiB; each entry alone is under
+        // every per-file limit. The old web counted only model files and
+        // accepted it.
+        let d = tempfile::tempdir().unwrap();
+        let bomb = corpus::write_bomb(d.path(), 9, 120 << 20);
+        assert!(std::fs::metadata(&bomb).unwrap().len() < 4 << 20);
+        same_answer("bomb", &bomb, false);
+        let e = web(&bomb).unwrap_err();
+        assert!(e.contains("unpacks to more than 256 MiB"), "{e}");
+        let e = cli(&bomb).unwrap_err();
+        assert!(e.contains("unpacks to more than 1024 MiB"), "{e}");
+    }
+
+    #[test]
+    fn cli_and_web_both_take_the_console_export() {
+        // Cargo's run-time value names this checkout (several may share a target dir).
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+        let p = manifest.join("../../shared/models/deepracer-console-structure.tar.gz");
+        if !p.is_file() {
+            eprintln!(
+                "SKIP: {} is absent; the console export is not tested",
+                p.display()
+            );
+            return;
+        }
+        same_answer("console export", &p, true);
+        let dest = tempfile::tempdir().unwrap();
+        let written = extract_archive(&p, dest.path(), 64 << 20).unwrap();
+        assert_eq!(written, ["model_metadata.json", "agent/model.pb"]);
+    }
 }
