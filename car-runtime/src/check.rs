@@ -3,7 +3,11 @@
 //!
 //! The inference backend is process-global (`ort::set_api` is one-shot), so
 //! each backend is tried in a child process of ourselves (`--child`); the
-//! parent collects their JSON and reports.
+//! parent collects their JSON and reports. The child is also the daemon's
+//! sandbox for models (`policy::check::check_in_child`): it lowers its own
+//! rlimits (address space, heap, CPU, file size, no core) and its priority
+//! before it reads the model, and the parent kills it at a wall-clock
+//! deadline, so a hostile model kills at most the child.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,8 +20,13 @@ use car_runtime::brain::{Brain, StageTimes};
 use car_runtime::config::BackendChoice;
 use car_runtime::frame::{Frame, PixelFormat};
 use car_runtime::pipeline::{self, PolicyBrain};
+use policy::check::{crash_message, run_child, ChildLimits, ChildOutcome};
 
 #[derive(Args)]
+#[command(after_help = "Exit status:\n  \
+    0  the model loaded and ran a frame to finite commands\n  \
+    1  the model was refused (the message says which file and field), or the check could not run\n  \
+    3  the check crashed: killed by a signal (abort, segfault, CPU or memory limit) or timed out; the model is unsafe to load")]
 pub struct CheckArgs {
     /// Model folder or .tar.gz.
     path: PathBuf,
@@ -42,14 +51,19 @@ pub struct CheckArgs {
 pub fn main(a: CheckArgs) -> Result<()> {
     if a.child {
         let backend = a.backend.unwrap_or(BackendChoice::Auto);
-        let v = match check_one(
-            &a.path,
-            a.image.as_deref(),
-            backend,
-            a.onnxruntime_library.as_deref(),
-        ) {
-            Ok(v) => v,
-            Err(e) => e,
+        // Limits first: nothing of the model is read before they hold. A
+        // child that cannot limit itself refuses rather than runs unbounded.
+        let v = match apply_child_limits(&ChildLimits::DEFAULT) {
+            Err(e) => err(false, format!("cannot limit the model check: {e}")),
+            Ok(()) => match check_one(
+                &a.path,
+                a.image.as_deref(),
+                backend,
+                a.onnxruntime_library.as_deref(),
+            ) {
+                Ok(v) => v,
+                Err(e) => e,
+            },
         };
         println!("{v}");
         return Ok(());
@@ -73,18 +87,25 @@ pub fn main(a: CheckArgs) -> Result<()> {
         if let Some(l) = &a.onnxruntime_library {
             cmd.arg("--onnxruntime-library").arg(l);
         }
-        let out = cmd
-            .output()
-            .context("running the check in a child process")?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v: Value = text
-            .lines()
-            .rev()
-            .find_map(|l| serde_json::from_str(l).ok())
-            .unwrap_or_else(|| {
-                json!({"error": format!("check crashed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim())})
-            });
+        let v = match run_child(cmd, ChildLimits::DEFAULT.wall)
+            .context("running the check in a child process")?
+        {
+            ChildOutcome::Finished(v) => v,
+            ChildOutcome::Crashed(how) => json!({"error": crash_message(&how), "crashed": true}),
+        };
         results.push((b, v));
+    }
+    // A crash outranks everything: the model took an engine down, so it
+    // must not be mistaken for a plain refusal (exit 1) or hidden behind
+    // the other backend's pass.
+    let crashed: Vec<String> = results
+        .iter()
+        .filter(|(_, v)| v.get("crashed").and_then(Value::as_bool) == Some(true))
+        .map(|(b, v)| format!("{}: {}", b.as_str(), v["error"].as_str().unwrap_or("?")))
+        .collect();
+    if !crashed.is_empty() {
+        eprintln!("error: {}: {}", a.path.display(), crashed.join("; "));
+        std::process::exit(policy::check::exit::CRASHED);
     }
     // The car drives with ONNX Runtime when it loads, else tract.
     let chosen = results.iter().find(|(_, v)| v.get("error").is_none());
@@ -160,6 +181,49 @@ pub fn main(a: CheckArgs) -> Result<()> {
     Ok(())
 }
 
+/// Lower this process's limits to `l` (never raise them: a lower hard
+/// limit from the service manager stays), and its priority, so a model
+/// being checked competes with the control loop as little as the web UI.
+// `rlim_t` is u64 on the car's targets (amd64, arm64) but not everywhere.
+#[allow(clippy::unnecessary_cast)]
+fn apply_child_limits(l: &ChildLimits) -> std::io::Result<()> {
+    let set = |res, soft: u64, hard: u64| -> std::io::Result<()> {
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain syscalls on a stack struct.
+        if unsafe { libc::getrlimit(res, &mut cur) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let hard = (hard as libc::rlim_t).min(cur.rlim_max);
+        let new = libc::rlimit {
+            rlim_cur: (soft as libc::rlim_t).min(hard),
+            rlim_max: hard,
+        };
+        if unsafe { libc::setrlimit(res, &new) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    set(
+        libc::RLIMIT_AS,
+        l.address_space_bytes,
+        l.address_space_bytes,
+    )?;
+    set(libc::RLIMIT_DATA, l.data_bytes, l.data_bytes)?;
+    set(libc::RLIMIT_CPU, l.cpu_seconds, l.cpu_seconds + 5)?;
+    set(libc::RLIMIT_FSIZE, l.file_bytes, l.file_bytes)?;
+    // A crashing check must not write a multi-GB core next to the models.
+    set(libc::RLIMIT_CORE, 0, 0)?;
+    // SAFETY: plain syscall. Nice 10, as the web threads; failure to
+    // lower the priority is not a reason to refuse the check.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+    Ok(())
+}
+
 fn err(unavailable: bool, e: impl std::fmt::Display) -> Value {
     json!({"error": e.to_string(), "unavailable": unavailable})
 }
@@ -187,6 +251,20 @@ fn check_one(
             steering_angle.low, steering_angle.high, speed.low, speed.high
         ),
     };
+    let sensors: Vec<&str> = model.metadata.sensor.iter().map(|s| s.as_str()).collect();
+    // What the web UI shows for an upload (`RuntimeApi::validate_model`).
+    let summary = json!({
+        "action_space": match &model.metadata.action_space {
+            policy::ActionSpace::Discrete(a) => format!("discrete, {} actions", a.len()),
+            policy::ActionSpace::Continuous { .. } => "continuous".into(),
+        },
+        "input": format!(
+            "[{}] {}",
+            spec.shape().map(|d| d.to_string()).join(","),
+            spec.layout.as_str()
+        ),
+        "sensors": sensors,
+    });
     let mut brain = PolicyBrain::new(model);
     // The frame: the given picture as the camera would deliver it (a JPEG
     // as MJPEG, anything else as RGB), or a simulator frame at 640x480.
@@ -249,14 +327,15 @@ fn check_one(
         seq: 0,
     };
     let mut times = StageTimes::default();
+    brain
+        .decide(&frame, 1.0, &mut times)
+        .map_err(|e| err(false, e))?;
+    // Again for the steady-state inference time (the first run warms
+    // caches). A second run that fails (NaN outputs...) refuses the model
+    // as surely as the first.
     let action = brain
         .decide(&frame, 1.0, &mut times)
         .map_err(|e| err(false, e))?;
-    // Again for the steady-state inference time (the first run warms caches).
-    let action = brain
-        .decide(&frame, 1.0, &mut times)
-        .map_err(|e| err(false, e))
-        .unwrap_or(action);
     let outputs = brain.outputs().to_vec();
     Ok(json!({
         "backend": engine,
@@ -273,5 +352,6 @@ fn check_one(
         "input": {"shape": spec.shape(), "layout": spec.layout.as_str()},
         "action_space": action_space,
         "frame": what,
+        "summary": summary,
     }))
 }

@@ -129,7 +129,10 @@ impl PolicyBrain {
         Ok(pre.last_jpeg().map_or(0.0, |j| j.decode_us))
     }
 
-    /// Inference from the preprocessed input into the output buffer.
+    /// Inference from the preprocessed input into the output buffer. NaN
+    /// or infinite outputs are an error (`policy::Policy::infer` checks
+    /// them without allocating), which the loop's stall rule turns into
+    /// neutral: a broken model never reaches the wheels as a guess.
     pub fn infer(&mut self) -> Result<(), BrainError> {
         let (policy, input, output) = (&mut self.model.policy, &self.input, &mut self.output);
         crate::arena::scope(|| policy.infer(input, output))
@@ -270,8 +273,10 @@ impl ModelLoader {
                     s.requested = Some(shown.clone());
                     s.error = None;
                 });
-                let result = Model::load(&path, &backend)
-                    .map_err(|e| e.to_string())
+                // The child check first: only a model it passed is loaded
+                // here, next to the control loop.
+                let result = Self::check_first(&path, &backend)
+                    .and_then(|_| Model::load(&path, &backend).map_err(|e| e.to_string()))
                     .and_then(|m| {
                         let mut b = PolicyBrain::new(m);
                         if let Some((w, h, f)) = frame_hint {
@@ -309,6 +314,27 @@ impl ModelLoader {
             tx,
             _thread: thread,
         })
+    }
+
+    /// Check the model at `path` in a child `car-runtime check-model`
+    /// under `policy::check::ChildLimits::DEFAULT`, on `backend`'s engine,
+    /// and return the child's report; Err says why it was refused, or that
+    /// the check crashed. Blocks for as long as the check takes (at most
+    /// the wall-clock limit); call it off the control thread. Without a
+    /// `car-runtime` binary to run (see `policy::check::checker_exe`: set
+    /// `CAR_RUNTIME_CHECKER` in programs that are not car-runtime) every
+    /// model is refused: nothing is ever loaded unchecked.
+    pub fn check_first(path: &Path, backend: &Backend) -> Result<serde_json::Value, String> {
+        use policy::check::{check_in_child, checker_exe, ChildLimits, Verdict};
+        let exe = checker_exe().map_err(|e| format!("{}: {e}", path.display()))?;
+        match check_in_child(&exe, path, backend, &ChildLimits::DEFAULT) {
+            Verdict::Passed(report) => Ok(report),
+            Verdict::Refused(why) => Err(why),
+            Verdict::Crashed(why) => {
+                tracing::error!(path = %path.display(), %why, "model check crashed");
+                Err(why)
+            }
+        }
     }
 
     /// Ask for a model to be loaded; returns at once.

@@ -386,28 +386,28 @@ impl CarApi for RuntimeApi {
             .backend
             .as_ref()
             .ok_or_else(|| "no inference backend is available on this car".to_string())?;
-        let m = policy::Model::load(dir, backend).map_err(|e| e.to_string())?;
-        let spec = m.policy.input_spec();
-        let shape = spec.shape();
+        // Validated in a child process with resource limits, never here:
+        // a model that aborts or spins the engine takes only the child
+        // down. The summary comes from the child's report, so the upload
+        // is not loaded into the daemon at all.
+        let report = ModelLoader::check_first(dir, backend)?;
+        let s = &report["summary"];
+        let text = |k: &str| {
+            s[k].as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("{}: the model check's report has no {k}", dir.display()))
+        };
         Ok(ModelSummary {
-            action_space: match &m.metadata.action_space {
-                policy::ActionSpace::Discrete(a) => format!("discrete, {} actions", a.len()),
-                policy::ActionSpace::Continuous { .. } => "continuous".into(),
-            },
-            input: format!(
-                "[{},{},{},{}] {}",
-                shape[0],
-                shape[1],
-                shape[2],
-                shape[3],
-                spec.layout.as_str()
-            ),
-            sensors: m
-                .metadata
-                .sensor
-                .iter()
-                .map(|s| s.as_str().to_string())
-                .collect(),
+            action_space: text("action_space")?,
+            input: text("input")?,
+            sensors: s["sensors"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 
