@@ -317,6 +317,28 @@ impl Arbiter {
         Ok(())
     }
 
+    /// The next moment a timeout rule could change the decision (dead-man
+    /// expiry, stall, calibration throttle expiry), if one is pending. The
+    /// loop wakes by then so each rule fires at its bound.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if self.estop {
+            return None;
+        }
+        match self.mode {
+            Mode::Stopped => None,
+            Mode::Manual => self
+                .manual
+                .map(|(_, _, at)| at + self.timeouts.manual_ns + 1),
+            Mode::Calibration => self
+                .calib_throttle
+                .map(|(_, at)| at + self.timeouts.manual_ns + 1),
+            Mode::Autonomous => {
+                let last = self.action.map(|a| a.2).unwrap_or(self.entered_ns);
+                Some(last + self.timeouts.stall_ns + 1)
+            }
+        }
+    }
+
     /// What to put on the wire now.
     pub fn decide(&mut self, now_ns: u64) -> Decision {
         if self.estop {

@@ -22,10 +22,13 @@ pub enum Command {
     Select(DriveMode),
     /// 0-100 %.
     MaxSpeed(u8),
-    /// Manual drive, each in [-1, 1]; expires after the manual timeout.
+    /// Manual drive, each in [-1, 1]; expires after the manual timeout,
+    /// counted from `received_ns` (CLOCK_MONOTONIC when the web server got
+    /// it; 0 = when the loop takes it), so time spent in the queue counts.
     Manual {
         steering: f32,
         throttle: f32,
+        received_ns: u64,
     },
     EnterCalibration,
     ExitCalibration,
@@ -60,6 +63,7 @@ pub mod event {
     pub const SOURCE_FAILED: u8 = 5;
     pub const ACTUATOR_FAILED: u8 = 6;
     pub const CALIBRATION_INVALID: u8 = 7;
+    pub const LOOP_STALLED: u8 = 8;
 
     pub fn text(code: u8) -> Option<&'static str> {
         Some(match code {
@@ -70,6 +74,9 @@ pub mod event {
             SOURCE_FAILED => "camera error: car held in neutral",
             ACTUATOR_FAILED => "actuator write failed",
             CALIBRATION_INVALID => "calibration refused by the servo driver",
+            LOOP_STALLED => {
+                "control loop missed its deadline: the supervisor wrote neutral and stopped the car"
+            }
             _ => return None,
         })
     }
@@ -92,6 +99,19 @@ pub struct Shared {
     pub model_status: std::sync::Mutex<ModelStatus>,
     /// Last notable event ([`event`] code), for the web UI.
     pub last_event: std::sync::atomic::AtomicU8,
+    /// E-stop requests, counted. Its own path into the loop: an increment
+    /// never fails and no other traffic can fill it (the command queue can
+    /// be full of drive messages); the loop latches the e-stop whenever the
+    /// count moved since its last look.
+    pub estop_requests: AtomicU64,
+    /// CLOCK_MONOTONIC ns at the end of the loop's last tick (0 before the
+    /// first); the supervisor writes neutral when it stops moving.
+    pub heartbeat_ns: AtomicU64,
+    /// Set by the supervisor after it wrote neutral for a missed deadline;
+    /// the loop stops the car when it runs again.
+    pub supervisor_tripped: AtomicBool,
+    /// How many times the supervisor had to write neutral.
+    pub supervisor_trips: AtomicU64,
 }
 
 impl Shared {
@@ -111,7 +131,16 @@ impl Shared {
             ticks: AtomicU64::new(0),
             model_status: std::sync::Mutex::new(ModelStatus::default()),
             last_event: std::sync::atomic::AtomicU8::new(0),
+            estop_requests: AtomicU64::new(0),
+            heartbeat_ns: AtomicU64::new(0),
+            supervisor_tripped: AtomicBool::new(false),
+            supervisor_trips: AtomicU64::new(0),
         }
+    }
+
+    /// Request the emergency stop. Never refused, never waits.
+    pub fn estop(&self) {
+        self.estop_requests.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Queue a command; false (and counted) when the queue is full.

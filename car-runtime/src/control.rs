@@ -111,6 +111,8 @@ pub struct ControlLoop {
     pub signal: Option<servo_driver::failsafe::StopFlag>,
     pub opts: LoopOptions,
     last_decision: Decision,
+    /// `shared.estop_requests` as of the last look.
+    estops_seen: u64,
 }
 
 impl ControlLoop {
@@ -132,6 +134,7 @@ impl ControlLoop {
             signal: None,
             opts,
             last_decision: Decision::Neutral(crate::arbiter::NeutralReason::Stopped),
+            estops_seen: 0,
         }
     }
 
@@ -145,6 +148,19 @@ impl ControlLoop {
     /// Run until a signal, the duration, or the end of the stream; always
     /// ends by writing neutral.
     pub fn run(mut self) -> Summary {
+        // Real time only: on the simulator's clock (headless) a slow frame
+        // is slow simulated time, not a car rolling on with its throttle.
+        let supervisor = (self.opts.clock == LoopClock::Monotonic)
+            .then(|| {
+                self.shared
+                    .heartbeat_ns
+                    .store(monotonic_ns(), Ordering::Release);
+                let bound = Duration::from_nanos(self.opts.timeouts.stall_ns);
+                crate::supervisor::Supervisor::start(self.shared.clone(), bound)
+                    .map_err(|e| error!(error = %e, "supervisor thread did not start"))
+                    .ok()
+            })
+            .flatten();
         let summary = self.run_inner();
         let last = match self.wheels.neutral() {
             Ok(p) => Some(p),
@@ -164,6 +180,7 @@ impl ControlLoop {
             }
             info!(reason = ?summary.end, frames = summary.frames, "control loop ended: neutral written");
         }
+        drop(supervisor);
         if let Some(n) = &self.notifier {
             n.stopping();
         }
@@ -199,7 +216,20 @@ impl ControlLoop {
                 a.set_max_speed(p);
                 None
             }
-            Command::Manual { steering, throttle } => a.manual(now, steering, throttle).err(),
+            Command::Manual {
+                steering,
+                throttle,
+                received_ns,
+            } => {
+                // The dead-man runs from when the web server received the
+                // command, not from when this loop got to it.
+                let at = if received_ns != 0 && self.opts.clock == LoopClock::Monotonic {
+                    received_ns.min(now)
+                } else {
+                    now
+                };
+                a.manual(at, steering, throttle).err()
+            }
             Command::EnterCalibration => a.enter_calibration(now).err(),
             Command::ExitCalibration => {
                 a.exit_calibration(now);
@@ -308,7 +338,16 @@ impl ControlLoop {
                 ..Default::default()
             };
             let mut times = StageTimes::default();
-            let got = self.source.next_frame(poll);
+            // Wake in time for the next timeout rule (dead-man, stall), so
+            // it fires at its bound and not up to one poll later.
+            let wait = match (clock, self.arbiter.next_deadline()) {
+                (LoopClock::Monotonic, Some(d)) => {
+                    let left = Duration::from_nanos(d.saturating_sub(monotonic_ns()));
+                    poll.min(left.max(Duration::from_millis(1)))
+                }
+                _ => poll,
+            };
+            let got = self.source.next_frame(wait);
             let t_start = Instant::now();
             let start_ns = monotonic_ns();
             match got {
@@ -339,7 +378,17 @@ impl ControlLoop {
                             start_ns.saturating_sub(frame.timestamp_ns) as f32 / 1e3;
                     }
                     if let Some(brain) = self.brain.as_mut() {
-                        match brain.decide(&frame, self.arbiter.max_speed_scale(), &mut times) {
+                        let scale = self.arbiter.max_speed_scale();
+                        // An engine that panics is an inference error (the
+                        // stall rule stops the car; a good model recovers
+                        // it), not a latch that silently disables driving.
+                        let decided = servo_driver::failsafe::catch_panic(|| {
+                            brain.decide(&frame, scale, &mut times)
+                        })
+                        .unwrap_or_else(|p| {
+                            Err(crate::brain::BrainError(format!("engine panicked: {p}")))
+                        });
+                        match decided {
                             Ok(a) => {
                                 if in_error_streak {
                                     info!("inference recovered");
@@ -367,6 +416,8 @@ impl ControlLoop {
                     let (pulses, act_us) = actuate(
                         &mut self.arbiter,
                         self.wheels.as_mut(),
+                        &shared,
+                        &mut self.estops_seen,
                         &mut self.last_decision,
                         now,
                         &mut actuator_errors,
@@ -448,6 +499,8 @@ impl ControlLoop {
                     let (pulses, act_us) = actuate(
                         &mut self.arbiter,
                         self.wheels.as_mut(),
+                        &shared,
+                        &mut self.estops_seen,
                         &mut self.last_decision,
                         now,
                         &mut actuator_errors,
@@ -480,6 +533,7 @@ impl ControlLoop {
             sample.dropped = self.source.dropped();
             shared.telemetry.push(&sample);
             shared.ticks.store(ticks, Ordering::Relaxed);
+            shared.heartbeat_ns.store(monotonic_ns(), Ordering::Release);
             if let Some(n) = self.notifier.as_mut() {
                 n.watchdog(monotonic_ns());
             }
@@ -534,14 +588,30 @@ fn clock_now(clock: LoopClock, last_frame_ns: u64) -> u64 {
 }
 
 /// Ask the arbiter and write the wheels; on a failed write try neutral.
+/// First the two signals that bypass the command queue: an e-stop request
+/// and the supervisor's "you were late" (both one atomic load when idle).
+#[allow(clippy::too_many_arguments)]
 fn actuate(
     arbiter: &mut Arbiter,
     wheels: &mut dyn Wheels,
+    shared: &Shared,
+    estops_seen: &mut u64,
     last_decision: &mut Decision,
     now: u64,
     errors: &mut u64,
     in_error: &mut bool,
 ) -> (Option<servo_driver::Pulses>, f32) {
+    let estops = shared.estop_requests.load(Ordering::Acquire);
+    if estops != *estops_seen {
+        *estops_seen = estops;
+        arbiter.estop(now, "emergency stop requested");
+    }
+    if shared.supervisor_tripped.swap(false, Ordering::AcqRel) {
+        arbiter.stop(
+            now,
+            "control loop missed its deadline (the supervisor wrote neutral)",
+        );
+    }
     {
         let t = Instant::now();
         let decision = arbiter.decide(now);

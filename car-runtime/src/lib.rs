@@ -20,6 +20,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod recorder;
 pub mod source;
+pub mod supervisor;
 pub mod telemetry;
 pub mod web;
 pub mod wheels;

@@ -252,6 +252,7 @@ fn run(a: RunArgs) -> Result<()> {
     }
 
     servo_driver::failsafe::install_panic_hook();
+    servo_driver::failsafe::install_fatal_handlers();
     let guard =
         servo_driver::failsafe::SignalGuard::install().context("installing the signal guard")?;
 

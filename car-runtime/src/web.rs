@@ -194,6 +194,12 @@ impl CarApi for RuntimeApi {
         }
     }
 
+    fn estop(&self) -> Result<(), ApiError> {
+        // The dedicated path: an atomic the loop reads before every write.
+        self.shared.estop();
+        Ok(())
+    }
+
     fn command(&self, cmd: web_ui::Command) -> Result<(), ApiError> {
         match cmd {
             // The arbiter refuses these too; refusing here as well tells the
@@ -223,7 +229,10 @@ impl CarApi for RuntimeApi {
                 }
                 web_ui::Mode::Calibration => self.send(Command::EnterCalibration),
             },
-            web_ui::Command::EStop => self.send(Command::EStop),
+            web_ui::Command::EStop => {
+                self.shared.estop();
+                Ok(())
+            }
             web_ui::Command::ResetEStop => self.send(Command::ResetEStop),
             web_ui::Command::SetMaxSpeed { percent } => {
                 let p = if percent.is_finite() {
@@ -233,9 +242,13 @@ impl CarApi for RuntimeApi {
                 };
                 self.send(Command::MaxSpeed(p))
             }
-            web_ui::Command::Manual { steering, throttle } => {
-                self.send(Command::Manual { steering, throttle })
-            }
+            web_ui::Command::Manual { steering, throttle } => self.send(Command::Manual {
+                steering,
+                throttle,
+                // Now is when the web server received it: the dead-man
+                // counts the time it waits in the queue.
+                received_ns: crate::clock::monotonic_ns(),
+            }),
         }
     }
 

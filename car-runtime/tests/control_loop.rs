@@ -322,7 +322,8 @@ fn manual_commands_expire_after_250ms() {
     // One command before the first tick; then the phone goes quiet.
     assert!(sh.send(Command::Manual {
         steering: 0.5,
-        throttle: 0.7
+        throttle: 0.7,
+        received_ns: 0
     }));
     lp.run();
     let mut v = Vec::new();
