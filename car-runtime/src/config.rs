@@ -14,6 +14,9 @@ pub use web_ui::WebConfig;
 
 /// Where the packaged service reads its config.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/car-runtime/config.toml";
+/// Largest config file read: ours are about 2 kB; `--config /dev/zero` or
+/// a huge file must not fill the car's memory.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -235,7 +238,7 @@ impl Config {
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = read_config_text(path).map_err(|source| ConfigError::Read {
             file: file.clone(),
             source,
         })?;
@@ -323,9 +326,58 @@ fn one_line(s: &str) -> String {
         .to_string()
 }
 
+/// The config through the one bounded reader (`safe_io`): a FIFO or a
+/// device (`--config /dev/zero`) is refused before it is opened, so it
+/// neither blocks nor reads forever. The error leaves out the path, which
+/// [`ConfigError::Read`] already names.
+fn read_config_text(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind};
+    safe_io::read_limited_to_string(path, MAX_CONFIG_BYTES).map_err(|e| match e {
+        safe_io::ReadError::Io { source, .. } => source,
+        safe_io::ReadError::NotRegular { kind, .. } => Error::new(
+            ErrorKind::InvalidInput,
+            format!("not a regular file ({kind})"),
+        ),
+        safe_io::ReadError::TooLarge { size, limit, .. } => Error::new(
+            ErrorKind::InvalidData,
+            format!("{size} bytes is more than the {limit}-byte limit for a config file"),
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dev_zero_a_fifo_and_a_huge_file_are_refused_at_once() {
+        let e = Config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/dev/zero") && e.contains("not a regular file"),
+            "{e}"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("config.toml");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let e = Config::load(&fifo).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let big = d.path().join("big.toml");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_CONFIG_BYTES + 1)
+            .unwrap();
+        let e = Config::load(&big).unwrap_err().to_string();
+        assert!(e.contains("big.toml") && e.contains("limit"), "{e}");
+        let ok = d.path().join("ok.toml");
+        std::fs::write(&ok, "").unwrap();
+        Config::load(&ok).unwrap();
+    }
 
     #[test]
     fn empty_file_gives_sim_defaults() {

@@ -45,7 +45,7 @@ fn leaf(r: &mut SplitMix) -> Value {
 }
 
 fn valid(r: &mut SplitMix) -> Value {
-    if r.next_u64() % 2 == 0 {
+    if r.next_u64().is_multiple_of(2) {
         let n = 1 + r.next_u64() % 9;
         let list: Vec<Value> = (0..n)
             .map(|i| {
@@ -103,7 +103,7 @@ fn check_maps_finitely(r: &mut SplitMix, m: &ModelMetadata, case: &str) {
     for _ in 0..8 {
         let out: Vec<f32> = (0..n)
             .map(|_| {
-                if r.next_u64() % 3 == 0 {
+                if r.next_u64().is_multiple_of(3) {
                     *pick(r, &weird)
                 } else {
                     r.unit() * 4.0

@@ -217,6 +217,9 @@ fn server(f: impl FnOnce(&mut web_ui::WebConfig)) -> Server {
 }
 
 /// A keep-alive HTTP/1.1 client.
+/// Status, headers, body.
+type Response = (u16, Vec<(String, String)>, Vec<u8>);
+
 struct Client {
     r: BufReader<TcpStream>,
     addr: SocketAddr,
@@ -240,7 +243,7 @@ impl Client {
         cookie: Option<&str>,
         csrf: Option<&str>,
         body: &[u8],
-    ) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+    ) -> std::io::Result<Response> {
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
             self.addr,
@@ -259,7 +262,7 @@ impl Client {
         self.response()
     }
 
-    fn response(&mut self) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+    fn response(&mut self) -> std::io::Result<Response> {
         let mut line = String::new();
         if self.r.read_line(&mut line)? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
