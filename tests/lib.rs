@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+pub mod faults;
+
 /// The workspace root (this package lives in `<root>/tests`).
 /// The checkout's root. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test;
 /// it is preferred to the compile-time value, which names whichever checkout

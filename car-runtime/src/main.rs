@@ -261,7 +261,21 @@ fn run(a: RunArgs) -> Result<()> {
     let backend = pipeline::init_backend(cfg.model.backend, &cfg.model.onnxruntime_library);
     let model_path = (!cfg.model.path.is_empty()).then(|| PathBuf::from(&cfg.model.path));
     let brain: Option<PolicyBrain> = match &backend {
-        Ok(b) => match pipeline::load_model(model_path.as_deref(), b) {
+        // A model from outside (config or --model) is checked in a limited
+        // child first, as uploads are: a hostile file must not take the
+        // daemon down at start-up. The bundled model is ours; a headless run
+        // drives only the simulator (and under qemu-user, as the arm64
+        // package test runs it, no child binary can be started).
+        Ok(b) => match model_path
+            .as_deref()
+            .filter(|_| !a.headless)
+            .map_or(Ok(()), |p| {
+                pipeline::ModelLoader::check_first(p, b)
+                    .map(drop)
+                    .map_err(|why| anyhow::anyhow!("{}: {why}", p.display()))
+            })
+            .and_then(|()| Ok(pipeline::load_model(model_path.as_deref(), b)?))
+        {
             Ok(m) => {
                 tracing::info!(model = %m.source.display(), backend = m.policy.backend_name(), load_ms = format!("{:.1}", m.load_ms), "model loaded");
                 Some(PolicyBrain::new(m))

@@ -433,29 +433,11 @@ fn calibration_import_then_show_round_trips() {
     assert_eq!(v, v2);
 }
 
-/// A stock-board-like sysfs tree: pwmchip0 whose device is 0000:00:17.0,
-/// channels 0 and 1 already exported.
-fn fake_sysfs(root: &Path) {
-    let dev = root.join("devices/pci0000:00/0000:00:17.0");
-    std::fs::create_dir_all(&dev).unwrap();
-    let chip = root.join("class/pwm/pwmchip0");
-    std::fs::create_dir_all(&chip).unwrap();
-    std::os::unix::fs::symlink(&dev, chip.join("device")).unwrap();
-    std::fs::write(chip.join("export"), "").unwrap();
-    for ch in ["pwm0", "pwm1"] {
-        let d = chip.join(ch);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("period"), "0\n").unwrap();
-        std::fs::write(d.join("duty_cycle"), "0\n").unwrap();
-        std::fs::write(d.join("enable"), "0\n").unwrap();
-    }
-}
-
 #[test]
 fn neutral_writes_mid_on_a_fake_sysfs_board() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("sys");
-    fake_sysfs(&root);
+    e2e_tests::faults::fake_board(&root);
     let cal_path = dir.path().join("calibration.json");
     let cfg = write_config(
         dir.path(),
@@ -539,7 +521,7 @@ fn bad_config_names_file_and_key() {
 fn sigterm_while_driving_ends_in_neutral_on_the_wire() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("sys");
-    fake_sysfs(&root);
+    e2e_tests::faults::fake_board(&root);
     let model = dir.path().join("model");
     write_centre_seeking_model(&model, 2.0);
     // The simulated camera, but the (fake) stock PWM board as the wire.

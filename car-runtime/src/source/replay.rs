@@ -20,7 +20,14 @@ pub struct ReplaySource {
     format: PixelFormat,
     width: u32,
     height: u32,
+    /// The first JPEG's size, which the stream then keeps, as a camera keeps
+    /// the format it negotiated: a later frame whose header claims another
+    /// size is handed on as the negotiated size, and the decoder refuses it.
+    negotiated: Option<(u32, u32)>,
 }
+
+/// Largest JPEG frame file read (a 640x480 camera frame is ~50 kB).
+const MAX_FRAME_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -75,6 +82,7 @@ impl ReplaySource {
             format: PixelFormat::Jpeg,
             width: 0,
             height: 0,
+            negotiated: None,
         })
     }
 
@@ -110,9 +118,20 @@ impl ReplaySource {
             // Read into the reused buffer: no allocation once it has grown.
             self.buf.clear();
             std::fs::File::open(path)
-                .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut self.buf))
+                .and_then(|f| {
+                    std::io::Read::read_to_end(
+                        &mut std::io::Read::take(f, MAX_FRAME_BYTES + 1),
+                        &mut self.buf,
+                    )
+                })
                 .map_err(|e| dev(e.to_string()))?;
+            if self.buf.len() as u64 > MAX_FRAME_BYTES {
+                return Err(dev(format!(
+                    "more than {MAX_FRAME_BYTES} bytes: not a camera frame"
+                )));
+            }
             let (w, h) = jpeg_size(&self.buf).ok_or_else(|| dev("not a JPEG".into()))?;
+            let (w, h) = *self.negotiated.get_or_insert((w, h));
             self.format = PixelFormat::Jpeg;
             self.width = w;
             self.height = h;

@@ -1,0 +1,56 @@
+//! The wire-level fault suite: every fault class that can reach the real
+//! daemon from outside ends in neutral on the (fake stock) PWM board within
+//! its stated bound (ARCHITECTURE.md's safety table). The in-process
+//! classes (a hung stage, an engine panic, the e-stop through a flooded
+//! queue, the dead-man) are in `car-runtime/tests/safety_net.rs`.
+
+use e2e_tests::faults::{self, BadFrame};
+
+#[test]
+fn every_catchable_signal_ends_in_neutral_within_its_bound() {
+    let mut failures = Vec::new();
+    for (sigs, bound, must_die) in [
+        (&faults::GRACEFUL[..], faults::GRACEFUL_BOUND_MS, false),
+        (&faults::FATAL[..], faults::FATAL_BOUND_MS, true),
+    ] {
+        for &sig in sigs {
+            let name = faults::signal_name(sig);
+            match faults::signal(sig) {
+                Ok(o) => {
+                    eprintln!("{name}: neutral after {:.1} ms, {}", o.ms, o.ended);
+                    if o.ms > bound {
+                        failures.push(format!("{name}: {:.1} ms > {bound} ms", o.ms));
+                    }
+                    // Graceful: the loop's clean exit. Fatal: the process
+                    // still dies of the signal (systemd sees the crash).
+                    let died = o.ended.starts_with("killed by signal");
+                    if died != must_die {
+                        failures.push(format!("{name}: ended with {}", o.ended));
+                    }
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn hostile_camera_frames_end_in_neutral_and_the_daemon_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = faults::recorded_frames(dir.path());
+    assert!(good.len() > 60, "recorded {} frames", good.len());
+    let mut failures = Vec::new();
+    for kind in BadFrame::ALL {
+        match faults::bad_frame(kind, &good) {
+            Ok(o) => {
+                eprintln!("{}: neutral after {:.1} ms, {}", kind.name(), o.ms, o.ended);
+                if o.ms > faults::FRAME_BOUND_MS {
+                    failures.push(format!("{}: {:.1} ms", kind.name(), o.ms));
+                }
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
