@@ -163,7 +163,7 @@ fn negative_speed_metadata_is_refused_naming_the_field() {
     assert_eq!(r.code, Some(1), "{}", r.text);
     assert!(
         r.text
-            .contains("model_metadata.json: action_space[3].speed: -1 is outside 0.1-4 m/s"),
+            .contains("model_metadata.json: action_space[3].speed: -1 is outside 0.01-4 m/s"),
         "{}",
         r.text
     );

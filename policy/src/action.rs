@@ -145,7 +145,7 @@ impl ActionMapper {
         };
         // The stock curve clamps to [-1, 1]; we clamp to [0, 1]: an
         // autonomous car never reverses, whatever an action space built in
-        // code (parsed metadata is already 0.1-4 m/s) says.
+        // code (parsed metadata is already 0.01-4 m/s) says.
         let curve = (self.a * speed * speed + self.b * speed).clamp(0.0, 1.0);
         let m = MappedAction {
             index,

@@ -206,12 +206,15 @@ pub const METADATA_FILE: &str = "model_metadata.json";
 
 /// Steering angles the car accepts, in degrees: DeepRacer's +/-30.
 pub const STEERING_RANGE_DEG: (f64, f64) = (-30.0, 30.0);
-/// Speeds the car accepts, in m/s: DeepRacer's 0.1-4. A speed at or below
-/// zero would map to reverse or to a standing start through the throttle
-/// curve, and one far beyond would overflow it.
-pub const SPEED_RANGE_MPS: (f64, f64) = (0.1, 4.0);
+/// Speeds the car accepts, in m/s. DeepRacer's top speed setting is
+/// 0.1-4, but a discrete space's slower entries go below that (max 0.1 at
+/// speed granularity 3 gives 0.033, as the console and the trainer build
+/// it), so the floor is just above zero: a speed at or below zero would map
+/// to reverse or to a standing start through the throttle curve, and one
+/// far beyond 4 would overflow it.
+pub const SPEED_RANGE_MPS: (f64, f64) = (0.01, 4.0);
 const STEERING_SHOWN: &str = "+/-30 degrees";
-const SPEED_SHOWN: &str = "0.1-4 m/s";
+const SPEED_SHOWN: &str = "0.01-4 m/s";
 /// Most entries a discrete action space may have. The console builds at
 /// most 21 (7 angles x 3 speeds); hand-written files rarely reach 100. The
 /// cap bounds the policy's output buffer and the mapper's tables.
@@ -249,7 +252,7 @@ impl Ctx<'_> {
     }
 
     /// A number inside `[lo, hi]`; `shown` is the range as the message
-    /// gives it ("0.1-4 m/s").
+    /// gives it ("0.01-4 m/s").
     fn in_range(
         &self,
         v: Option<&Value>,
@@ -800,11 +803,11 @@ mod tests {
             err_text(&format!(
                 r#"{{"action_space": [{four}, {{"steering_angle": 0, "speed": -1}}]}}"#
             )),
-            "model_metadata.json: action_space[3].speed: -1 is outside 0.1-4 m/s"
+            "model_metadata.json: action_space[3].speed: -1 is outside 0.01-4 m/s"
         );
         assert_eq!(
             err_text(r#"{"action_space": [{"steering_angle": 0, "speed": 0}]}"#),
-            "model_metadata.json: action_space[0].speed: 0 is outside 0.1-4 m/s"
+            "model_metadata.json: action_space[0].speed: 0 is outside 0.01-4 m/s"
         );
         // Finite as f64 but infinite as the f32 the mapper works in.
         assert_eq!(
@@ -819,7 +822,7 @@ mod tests {
             err_text(
                 r#"{"action_space_type": "continuous", "action_space": {"steering_angle": {"low": -30, "high": 30}, "speed": {"low": -4, "high": 2}}}"#
             ),
-            "model_metadata.json: action_space.speed.low: -4 is outside 0.1-4 m/s"
+            "model_metadata.json: action_space.speed.low: -4 is outside 0.01-4 m/s"
         );
         assert_eq!(
             err_text(
@@ -830,6 +833,13 @@ mod tests {
         // The range ends themselves are fine.
         ModelMetadata::parse(
             r#"{"action_space": [{"steering_angle": -30, "speed": 0.1}, {"steering_angle": 30, "speed": 4}]}"#,
+            F,
+        )
+        .unwrap();
+        // A console space with top speed 0.1 m/s at speed granularity 3 has
+        // entries of 0.033 and 0.067 m/s: a real model, accepted.
+        ModelMetadata::parse(
+            r#"{"action_space": [{"steering_angle": 0, "speed": 0.033}, {"steering_angle": 0, "speed": 0.067}, {"steering_angle": 0, "speed": 0.1}]}"#,
             F,
         )
         .unwrap();

@@ -112,7 +112,7 @@ fn negative_speed_metadata_is_refused_naming_the_field() {
     let e = Model::load(t.path(), &backend()).unwrap_err().to_string();
     assert!(e.contains("model_metadata.json"), "{e}");
     assert!(
-        e.contains("action_space[3].speed: -1 is outside 0.1-4 m/s"),
+        e.contains("action_space[3].speed: -1 is outside 0.01-4 m/s"),
         "{e}"
     );
 }
