@@ -606,7 +606,10 @@ fn actuate(
         *estops_seen = estops;
         arbiter.estop(now, "emergency stop requested");
     }
-    if shared.supervisor_tripped.swap(false, Ordering::AcqRel) {
+    // A plain load first: the swap (a write) only when the flag is set.
+    if shared.supervisor_tripped.load(Ordering::Relaxed)
+        && shared.supervisor_tripped.swap(false, Ordering::AcqRel)
+    {
         arbiter.stop(
             now,
             "control loop missed its deadline (the supervisor wrote neutral)",

@@ -183,6 +183,36 @@ fn real_time() -> LoopOptions {
     }
 }
 
+/// The loop on its own thread, autonomous at 100 %, for `ms` milliseconds.
+fn drive(
+    board: &Board,
+    sh: &Arc<Shared>,
+    brain: Driver,
+    ms: u64,
+) -> std::thread::JoinHandle<car_runtime::control::Summary> {
+    let mut lp = ControlLoop::new(
+        Box::new(Camera::new()),
+        Some(Box::new(brain)),
+        Box::new(board.wheels()),
+        sh.clone(),
+        LoopOptions {
+            duration: Some(Duration::from_millis(ms)),
+            ..real_time()
+        },
+    );
+    start(&mut lp, DriveMode::Autonomous);
+    lp.spawn().unwrap()
+}
+
+/// Wait until full forward (stock calibration: 1311000 ns) is on the wire.
+fn wait_full_throttle(board: &Board) {
+    let t = Instant::now();
+    while read(&board.throttle_path()) != "1311000" {
+        assert!(t.elapsed() < Duration::from_secs(5), "never drove");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Poll the throttle file every millisecond until `until` says stop; the
 /// instant it first read neutral after `since` was set.
 fn watch(board: &Board, since: &Mutex<Option<Instant>>, limit: Duration) -> Option<Duration> {
@@ -211,24 +241,8 @@ fn a_hung_stage_ends_in_neutral_within_the_stall_bound_and_stops_the_car() {
         hang: Some(Duration::from_millis(1500)),
         fault_at: fault_at.clone(),
     };
-    let mut lp = ControlLoop::new(
-        Box::new(Camera::new()),
-        Some(Box::new(brain)),
-        Box::new(board.wheels()),
-        sh.clone(),
-        LoopOptions {
-            duration: Some(Duration::from_millis(2500)),
-            ..real_time()
-        },
-    );
-    start(&mut lp, DriveMode::Autonomous);
-    let h = lp.spawn().unwrap();
-    // Driving first: full forward on the wire.
-    let t = Instant::now();
-    while read(&board.throttle_path()) != "1311000" {
-        assert!(t.elapsed() < Duration::from_secs(5), "never drove");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let h = drive(&board, &sh, brain, 2500);
+    wait_full_throttle(&board);
     let took = watch(&board, &fault_at, Duration::from_secs(3)).expect("neutral during the hang");
     eprintln!("hung stage -> neutral on the wire: {took:?}");
     assert!(
@@ -259,18 +273,7 @@ fn an_engine_panic_is_an_inference_error_and_a_good_frame_recovers_the_car() {
         hang: None,
         fault_at: fault_at.clone(),
     };
-    let mut lp = ControlLoop::new(
-        Box::new(Camera::new()),
-        Some(Box::new(brain)),
-        Box::new(board.wheels()),
-        sh.clone(),
-        LoopOptions {
-            duration: Some(Duration::from_millis(1500)),
-            ..real_time()
-        },
-    );
-    start(&mut lp, DriveMode::Autonomous);
-    let h = lp.spawn().unwrap();
+    let h = drive(&board, &sh, brain, 1500);
     let took = watch(&board, &fault_at, Duration::from_secs(5)).expect("neutral after the panics");
     eprintln!("engine panic -> neutral on the wire: {took:?}");
     assert!(took <= Duration::from_millis(200 + 20), "{took:?}");
@@ -298,23 +301,8 @@ fn the_estop_gets_through_a_full_command_queue() {
         hang: None,
         fault_at: Arc::new(Mutex::new(None)),
     };
-    let mut lp = ControlLoop::new(
-        Box::new(Camera::new()),
-        Some(Box::new(brain)),
-        Box::new(board.wheels()),
-        sh.clone(),
-        LoopOptions {
-            duration: Some(Duration::from_millis(1500)),
-            ..real_time()
-        },
-    );
-    start(&mut lp, DriveMode::Autonomous);
-    let h = lp.spawn().unwrap();
-    let t = Instant::now();
-    while read(&board.throttle_path()) != "1311000" {
-        assert!(t.elapsed() < Duration::from_secs(5), "never drove");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let h = drive(&board, &sh, brain, 1500);
+    wait_full_throttle(&board);
     // A drive socket floods the queue faster than the loop drains it.
     let stop = Arc::new(AtomicBool::new(false));
     let refused = Arc::new(AtomicU64::new(0));
