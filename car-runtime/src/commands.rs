@@ -107,6 +107,10 @@ pub struct Shared {
     /// CLOCK_MONOTONIC ns at the end of the loop's last tick (0 before the
     /// first); the supervisor writes neutral when it stops moving.
     pub heartbeat_ns: AtomicU64,
+    /// True while the last write put something other than neutral on the
+    /// wire: a hang then could leave the car moving. A loop blocked while
+    /// the wire holds neutral (a camera being reopened) is safe as it is.
+    pub wire_live: AtomicBool,
     /// Set by the supervisor after it wrote neutral for a missed deadline;
     /// the loop stops the car when it runs again.
     pub supervisor_tripped: AtomicBool,
@@ -133,6 +137,7 @@ impl Shared {
             last_event: std::sync::atomic::AtomicU8::new(0),
             estop_requests: AtomicU64::new(0),
             heartbeat_ns: AtomicU64::new(0),
+            wire_live: AtomicBool::new(false),
             supervisor_tripped: AtomicBool::new(false),
             supervisor_trips: AtomicU64::new(0),
         }

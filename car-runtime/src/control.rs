@@ -619,6 +619,9 @@ fn actuate(
         let t = Instant::now();
         let decision = arbiter.decide(now);
         *last_decision = decision;
+        shared
+            .wire_live
+            .store(!matches!(decision, Decision::Neutral(_)), Ordering::Release);
         let r = match decision {
             Decision::Neutral(_) => wheels.neutral(),
             Decision::Drive { steering, throttle } => wheels.drive(steering, throttle),

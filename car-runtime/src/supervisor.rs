@@ -6,8 +6,10 @@
 //! blocked write) would keep the last throttle on the wire with every rule
 //! silenced. The supervisor is a separate thread that shares nothing with
 //! the loop but two atomics: the loop stores CLOCK_MONOTONIC at the end of
-//! every tick ([`crate::commands::Shared::heartbeat_ns`]); when that is
-//! older than the bound, the supervisor writes neutral through the
+//! every tick ([`crate::commands::Shared::heartbeat_ns`]) and whether its
+//! last write left anything but neutral on the wire (`wire_live`); when the
+//! heartbeat is older than the bound and the wire is live, the supervisor
+//! writes neutral through the
 //! failsafe's independent writers ([`servo_driver::failsafe::neutral_now`]:
 //! the signal-safe descriptors and each backend's reopened path, never the
 //! loop's handle) and raises `supervisor_tripped`. When the loop runs again
@@ -55,7 +57,9 @@ impl Supervisor {
                         continue;
                     }
                     let late = monotonic_ns().saturating_sub(beat);
-                    if late <= trip_after {
+                    // Neutral already on the wire: nothing to make safe, and
+                    // the car resumes by itself as after any stall.
+                    if late <= trip_after || !shared.wire_live.load(Ordering::Acquire) {
                         continue;
                     }
                     let r = servo_driver::failsafe::neutral_now();
