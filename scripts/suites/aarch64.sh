@@ -35,6 +35,17 @@ for t in arena control_loop alloc preprocess tract_backend tf_model ort_backend;
 cargo-zigbuild test --release --locked --no-run --target "aarch64-unknown-linux-gnu.$GLIBC_CEILING" "${integration[@]}" || {
   echo "FAIL: aarch64 build of the policy and car-runtime integration tests" >&2; exit 1; }
 echo "aarch64 build took $((SECONDS - t0))s"
+# The daemon checks every model in a child car-runtime process. Under
+# qemu-user a guest's execve of another aarch64 binary goes straight to the
+# host kernel, which cannot run it here (no binfmt_misc), so the child dies
+# with 127. On a real Pi the child is found beside the test binary; here the
+# tests are pointed at a host script that runs that same aarch64 car-runtime
+# under the same emulator.
+checker=$CARGO_TARGET_DIR/qemu-checker.sh
+printf '#!/bin/sh\nexec qemu-aarch64-static -L / %s "$@"\n' \
+  "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/car-runtime" >"$checker"
+chmod +x "$checker"
+export CAR_RUNTIME_CHECKER=$checker
 t1=$SECONDS
 cargo-zigbuild test --release --locked --target "aarch64-unknown-linux-gnu.$GLIBC_CEILING" "${args[@]}" --lib --bins
 rc=$?
