@@ -115,7 +115,8 @@ fn dir_jpegs(dir: &Path, n: usize) -> Result<Vec<Vec<u8>>> {
     }
     let mut out = Vec::new();
     for f in files.iter().cycle().take(n.max(files.len().min(n))) {
-        out.push(std::fs::read(f).with_context(|| format!("{}", f.display()))?);
+        // The same cap as a replayed camera frame.
+        out.push(safe_io::read_limited(f, 16 << 20)?);
     }
     Ok(out)
 }

@@ -270,8 +270,8 @@ fn check_one(
     // as MJPEG, anything else as RGB), or a simulator frame at 640x480.
     let (data, format, w, h, what) = match image {
         Some(p) => {
-            let bytes =
-                std::fs::read(p).map_err(|e| err(false, format!("{}: {e}", p.display())))?;
+            let bytes = safe_io::read_limited(p, policy::check::MAX_IMAGE_BYTES)
+                .map_err(|e| err(false, e.to_string()))?;
             let is_jpeg = bytes.starts_with(&[0xFF, 0xD8]);
             if is_jpeg {
                 let (w, h) = car_runtime::source::replay::jpeg_size(&bytes)

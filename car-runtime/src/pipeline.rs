@@ -139,6 +139,18 @@ impl PolicyBrain {
             .map_err(|e| BrainError(format!("inference: {e}")))
     }
 
+    /// One inference on this (loader) thread before the model is handed to
+    /// the loop, so that the engine's first-run set-up (tract plans and
+    /// sizes its scratch tensors on the first run) is not paid on the
+    /// control thread, where it could trip the supervisor. Outside the
+    /// frame arena: whatever the engine keeps goes to the heap and is freed
+    /// on the loop's first run. The outputs are not looked at (the model
+    /// check has already judged them on a real frame); the caller guards
+    /// against a panic.
+    pub fn warm_up(&mut self) {
+        let _ = self.model.policy.infer(&self.input, &mut self.output);
+    }
+
     /// The raw policy outputs of the last inference.
     pub fn outputs(&self) -> &[f32] {
         &self.output
@@ -275,15 +287,22 @@ impl ModelLoader {
                 });
                 // The child check first: only a model it passed is loaded
                 // here, next to the control loop.
-                let result = Self::check_first(&path, &backend)
-                    .and_then(|_| Model::load(&path, &backend).map_err(|e| e.to_string()))
-                    .and_then(|m| {
+                // Loading, preparing and the warm-up run behind catch_panic:
+                // an engine panic here (one the check child did not meet)
+                // refuses the model instead of killing this thread and
+                // latching the drivers through the panic hook.
+                let result = Self::check_first(&path, &backend).and_then(|_| {
+                    servo_driver::failsafe::catch_panic(|| {
+                        let m = Model::load(&path, &backend).map_err(|e| e.to_string())?;
                         let mut b = PolicyBrain::new(m);
                         if let Some((w, h, f)) = frame_hint {
                             b.prepare(w, h, f).map_err(|e| e.to_string())?;
                         }
+                        b.warm_up();
                         Ok(b)
-                    });
+                    })
+                    .map_err(|p| format!("the engine panicked while loading the model: {p}"))?
+                });
                 match result {
                     Ok(b) => {
                         let backend = b.backend().to_string();

@@ -221,3 +221,18 @@ fn check_model_help_documents_the_exit_codes() {
         assert!(help.contains(line), "{help}");
     }
 }
+
+#[test]
+fn an_image_that_is_not_a_regular_file_is_refused_not_read_forever() {
+    let t = tempfile::tempdir().unwrap();
+    write_model(t.path(), &[1, 1, 120, 160], |_, x| x);
+    let r = check_model(t.path(), &["--backend", "tract", "--image", "/dev/zero"]);
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    assert!(
+        r.text
+            .contains("/dev/zero: not a regular file (a character device)"),
+        "{}",
+        r.text
+    );
+    assert!(r.took < Duration::from_secs(30), "took {:?}", r.took);
+}

@@ -12,6 +12,10 @@ use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
 
+/// Largest `--image` file: a camera frame, even an uncompressed RGB one at
+/// the largest side the preprocessor takes, is well under this.
+pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     #[error(transparent)]
@@ -107,10 +111,11 @@ pub fn check_model(
     match image {
         Some(p) => {
             frame_name = p.display().to_string();
-            let bytes = std::fs::read(p).map_err(|e| CheckError::Image {
-                file: frame_name.clone(),
-                message: e.to_string(),
-            })?;
+            let bytes =
+                safe_io::read_limited(p, MAX_IMAGE_BYTES).map_err(|e| CheckError::Image {
+                    file: frame_name.clone(),
+                    message: e.reason(),
+                })?;
             let is_jpeg = bytes.starts_with(&[0xFF, 0xD8]);
             if is_jpeg {
                 // Exactly the MJPEG camera path.

@@ -7,6 +7,10 @@ use serde_json::{json, Map, Value};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// Largest `model_metadata.json`: a console action space of a few hundred
+/// entries is a few tens of KB.
+pub const MAX_METADATA_BYTES: u64 = 1 << 20;
+
 /// A problem in a metadata file, naming the file and the field.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
@@ -332,9 +336,11 @@ impl ModelMetadata {
     /// Read and parse a metadata file from disk.
     pub fn load(path: &Path) -> Result<ModelMetadata, MetadataError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| MetadataError::Io {
-            file: file.clone(),
-            source,
+        let text = safe_io::read_limited_to_string(path, MAX_METADATA_BYTES).map_err(|e| {
+            MetadataError::Io {
+                file: file.clone(),
+                source: std::io::Error::other(e.reason()),
+            }
         })?;
         Self::parse(&text, &file)
     }

@@ -13,7 +13,7 @@ use std::time::Instant;
 /// child (which holds the bytes, the decoded graph and the engine's copy)
 /// stays well inside its address-space limit (`check::ChildLimits`).
 pub const MAX_GRAPH_BYTES: u64 = 256 << 20;
-const MAX_METADATA_BYTES: u64 = 1 << 20;
+use crate::metadata::MAX_METADATA_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

@@ -101,7 +101,8 @@ impl ReplaySource {
             .and_then(|e| e.to_str())
             .is_some_and(|e| e.eq_ignore_ascii_case("png"));
         if is_png {
-            let bytes = std::fs::read(path).map_err(|e| dev(e.to_string()))?;
+            let bytes =
+                safe_io::read_limited(path, MAX_FRAME_BYTES).map_err(|e| dev(e.reason()))?;
             let img = image::load_from_memory(&bytes).map_err(|e| dev(e.to_string()))?;
             let (w, h) = (img.width(), img.height());
             self.buf.clear();
