@@ -1,6 +1,10 @@
-//! Commands into the control loop: bounded lock-free queues the loop drains
-//! once per tick. Producers (web UI, signal handler, CLI) never wait for the
-//! loop; a full queue refuses the command and the producer reports it.
+//! Commands into the control loop: bounded queues the loop drains once per
+//! tick (`heapless::mpmc`: no lock and no waiting, though not strictly
+//! lock-free: an operation racing a preempted one can fail, which the
+//! caller sees as a full or empty queue). Producers (web UI, signal
+//! handler, CLI) never wait for the loop; a full queue refuses the command
+//! and the producer reports it. The e-stop does not use a queue at all
+//! (`Shared::estop`), so no traffic can crowd it out.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,7 +16,7 @@ use crate::brain::Brain;
 use crate::telemetry::{FrameSlot, TelemetryRing};
 
 /// Anything that changes what the car does. Small and `Copy`: it travels
-/// through a lock-free queue.
+/// through a bounded queue.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Command {
     Start,

@@ -123,7 +123,9 @@ impl PolicyBrain {
             // Only when the camera's size or format changes (never in steady state).
             self.prepare(frame.width, frame.height, frame.format)?;
         }
-        let pre = self.pre.as_mut().expect("built above");
+        let Some(pre) = self.pre.as_mut() else {
+            return Err(BrainError("preprocess: no preprocessor for this frame".into()));
+        };
         pre.run(frame, &mut self.input)
             .map_err(|e| BrainError(format!("preprocess: {e}")))?;
         Ok(pre.last_jpeg().map_or(0.0, |j| j.decode_us))

@@ -2,7 +2,7 @@
 //! timestamps, mode, action, pulses and per-stage latency.
 //!
 //! The loop copies a frame into a buffer from a preallocated pool and hands
-//! it to a writer thread through a lock-free queue. When the pool is empty
+//! it to a writer thread through a bounded queue that never waits. When the pool is empty
 //! (the disk is slower than the camera) the frame is dropped and counted:
 //! the loop never waits for the disk.
 

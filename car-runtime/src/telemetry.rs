@@ -300,8 +300,8 @@ pub struct FrameSlot {
 // protocol (back owned by the single writer, front by the reader holding
 // `reader`, middle by nobody until swapped in) hands ownership over through
 // `middle` with AcqRel swaps.
+// (Send needs no impl: UnsafeCell<Buf> is Send because Buf is.)
 unsafe impl Sync for FrameSlot {}
-unsafe impl Send for FrameSlot {}
 
 impl FrameSlot {
     /// Buffers of `capacity` bytes each, allocated now, never grown.
