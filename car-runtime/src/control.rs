@@ -279,303 +279,395 @@ impl ControlLoop {
     }
 
     fn run_inner(&mut self) -> Summary {
-        let shared = self.shared.clone();
-        let mut stages = StageStats::default();
-        let mut frames: u64 = 0;
-        let mut ticks: u64 = 0;
-        let mut inference_errors: u64 = 0;
-        let mut actuator_errors: u64 = 0;
-        let mut source_errors: u64 = 0;
-        let mut in_error_streak = false;
-        let mut in_source_error = false;
-        let mut in_actuator_error = false;
-        let mut last_frame_ns: u64 = 0;
-        let mut first_frame_ns: Option<u64> = None;
-        let mut fps_ema: f64 = 0.0;
-        let mut prev_frame_tick: Option<u64> = None;
-        let mut last_pulses = None;
-        let mut action = crate::brain::Action {
-            index: -1,
+        // The source lends each frame for one tick while the steps below
+        // need the rest of `self`: holding the source in a local splits the
+        // borrows. `Detached` is a zero-sized placeholder (no allocation).
+        let mut source = std::mem::replace(&mut self.source, Box::new(Detached));
+        let mut st = RunState::new(self.opts.duration);
+        let end = loop {
+            if let Some(end) = self.tick(source.as_mut(), &mut st) {
+                break end;
+            }
+        };
+        let summary = st.summary(end, source.dropped(), &self.arbiter, self.opts.clock);
+        self.source = source;
+        summary
+    }
+
+    /// One tick: commands and models in, a frame step or an idle step,
+    /// then telemetry and the heartbeat out. `Some` ends the run.
+    fn tick(&mut self, source: &mut dyn FrameSource, st: &mut RunState) -> Option<EndReason> {
+        let clock = self.opts.clock;
+        if !self.take_inputs(clock_now(clock, st.last_frame_ns)) {
+            return Some(EndReason::Signal);
+        }
+        let mut sample = Sample {
+            action_index: -1,
             ..Default::default()
         };
-        let start_mono = monotonic_ns();
-        let deadline = self.opts.duration.map(|d| d.as_nanos() as u64);
-        let mut loop_start: Option<u64> = None;
-        let end;
-        let clock = self.opts.clock;
+        let monotonic_src = source.monotonic_timestamps();
+        let got = source.next_frame(self.frame_wait());
+        match got {
+            Ok(frame) => {
+                self.frame_step(&frame, monotonic_src, st, &mut sample);
+            }
+            Err(SourceError::EndOfStream) => return Some(EndReason::EndOfStream),
+            Err(e) => self.idle_step(e, source.name(), st, &mut sample),
+        }
+        self.end_tick(st, &mut sample, source.dropped())
+    }
+
+    /// Drain the command queue and hand in ready models. `false` when the
+    /// loop must end (shutdown command, signal, stop request).
+    fn take_inputs(&mut self, now: u64) -> bool {
+        let shared = self.shared.clone();
+        let mut keep_going = true;
+        while let Some(cmd) = shared.commands.dequeue() {
+            keep_going &= self.apply(cmd, now);
+        }
+        while let Some(new) = shared.models_in.dequeue() {
+            info!(
+                origin = new.origin(),
+                backend = new.backend(),
+                "model swapped in"
+            );
+            shared.set_event(crate::commands::event::MODEL_SWAPPED);
+            if let Some(old) = self.brain.replace(new) {
+                // Drop the old model on the loader's thread, not here.
+                let _ = shared.models_out.enqueue(old);
+            }
+        }
+        let signalled = self.signal.as_ref().is_some_and(|s| s.stop_requested());
+        keep_going && !signalled && !shared.stopping()
+    }
+
+    /// How long to wait for a frame: the poll, cut short so the next
+    /// timeout rule (dead-man, stall) fires at its bound and not up to one
+    /// poll later.
+    fn frame_wait(&self) -> Duration {
         let poll = self.opts.poll;
-        let publish = self.opts.publish_frames;
-        let monotonic_src = self.source.monotonic_timestamps();
+        match (self.opts.clock, self.arbiter.next_deadline()) {
+            (LoopClock::Monotonic, Some(d)) => {
+                let left = Duration::from_nanos(d.saturating_sub(monotonic_ns()));
+                poll.min(left.max(Duration::from_millis(1)))
+            }
+            _ => poll,
+        }
+    }
 
-        loop {
-            // 1. Commands and models.
-            let now = clock_now(clock, last_frame_ns);
-            let mut keep_going = true;
-            while let Some(cmd) = shared.commands.dequeue() {
-                keep_going &= self.apply(cmd, now);
+    /// A frame arrived: brain, actuate, then record and publish while the
+    /// frame is still borrowed.
+    fn frame_step(
+        &mut self,
+        frame: &crate::frame::Frame<'_>,
+        monotonic_src: bool,
+        st: &mut RunState,
+        sample: &mut Sample,
+    ) {
+        let t_start = Instant::now();
+        let start_ns = monotonic_ns();
+        st.in_source_error = false;
+        st.frames += 1;
+        st.last_frame_ns = frame.timestamp_ns;
+        let now = clock_now(self.opts.clock, st.last_frame_ns);
+        st.loop_start.get_or_insert(now);
+        st.first_frame_ns.get_or_insert(now);
+        if let Some(p) = st.prev_frame_tick {
+            let dt = now.saturating_sub(p) as f64 / 1e9;
+            if dt > 0.0 {
+                let inst = 1.0 / dt;
+                st.fps_ema = if st.fps_ema == 0.0 {
+                    inst
+                } else {
+                    0.9 * st.fps_ema + 0.1 * inst
+                };
             }
-            while let Some(new) = shared.models_in.dequeue() {
-                info!(
-                    origin = new.origin(),
-                    backend = new.backend(),
-                    "model swapped in"
-                );
-                shared.set_event(crate::commands::event::MODEL_SWAPPED);
-                if let Some(old) = self.brain.replace(new) {
-                    // Drop the old model on the loader's thread, not here.
-                    let _ = shared.models_out.enqueue(old);
-                }
-            }
-            let signalled = self.signal.as_ref().is_some_and(|s| s.stop_requested());
-            if !keep_going || signalled || shared.stopping() {
-                end = EndReason::Signal;
-                break;
-            }
+        }
+        st.prev_frame_tick = Some(now);
+        sample.has_frame = true;
+        sample.seq = frame.seq;
+        sample.timestamp_ns = frame.timestamp_ns;
+        if monotonic_src {
+            sample.capture_to_start_us = start_ns.saturating_sub(frame.timestamp_ns) as f32 / 1e3;
+        }
+        let mut times = StageTimes::default();
+        self.think(frame, now, st, &mut times);
+        let action = st.action;
+        let act_us = self.actuate_and_fill(now, &action, &times, st, sample);
+        let end_ns = monotonic_ns();
+        sample.total_us = t_start.elapsed().as_secs_f32() * 1e6;
+        let stages = &mut st.stages;
+        if monotonic_src {
+            sample.capture_to_pwm_us = end_ns.saturating_sub(frame.timestamp_ns) as f32 / 1e3;
+            stages
+                .capture_to_start
+                .record_us(f64::from(sample.capture_to_start_us));
+            stages
+                .capture_to_pwm
+                .record_us(f64::from(sample.capture_to_pwm_us));
+        }
+        stages.preprocess.record_us(f64::from(times.preprocess_us));
+        stages.inference.record_us(f64::from(times.inference_us));
+        stages.mapping.record_us(f64::from(times.mapping_us));
+        stages.actuate.record_us(f64::from(act_us));
+        stages.total.record_us(f64::from(sample.total_us));
+        if let Some(r) = &self.recorder {
+            r.offer(frame, sample);
+        }
+        let shared = &self.shared;
+        if self.opts.publish_frames && shared.frame.wanted(monotonic_ns() / 1_000_000, 2_000) {
+            shared.frame.publish_with(
+                frame,
+                (action.index >= 0 || action.speed_mps != 0.0).then_some(
+                    crate::telemetry::FrameAction {
+                        index: action.index,
+                        steering_angle_deg: action.steering_angle_deg,
+                        speed_mps: action.speed_mps,
+                        steering: action.steering,
+                        throttle: action.throttle,
+                    },
+                ),
+            );
+        }
+    }
 
-            // 2. A frame, or a tick without one.
-            let mut sample = Sample {
-                action_index: -1,
-                ..Default::default()
-            };
-            let mut times = StageTimes::default();
-            // Wake in time for the next timeout rule (dead-man, stall), so
-            // it fires at its bound and not up to one poll later.
-            let wait = match (clock, self.arbiter.next_deadline()) {
-                (LoopClock::Monotonic, Some(d)) => {
-                    let left = Duration::from_nanos(d.saturating_sub(monotonic_ns()));
-                    poll.min(left.max(Duration::from_millis(1)))
+    /// The brain's decision for this frame into `st.action` and the
+    /// arbiter; a failure (or an engine panic) is an inference error, for
+    /// the stall rule to act on.
+    fn think(
+        &mut self,
+        frame: &crate::frame::Frame<'_>,
+        now: u64,
+        st: &mut RunState,
+        times: &mut StageTimes,
+    ) {
+        let Some(brain) = self.brain.as_mut() else {
+            return;
+        };
+        let scale = self.arbiter.max_speed_scale();
+        // An engine that panics is an inference error (the stall rule
+        // stops the car; a good model recovers it), not a latch that
+        // silently disables driving.
+        let decided = servo_driver::failsafe::catch_panic(|| brain.decide(frame, scale, times))
+            .unwrap_or_else(|p| Err(crate::brain::BrainError(format!("engine panicked: {p}"))));
+        match decided {
+            Ok(a) => {
+                if st.in_error_streak {
+                    info!("inference recovered");
+                    st.in_error_streak = false;
                 }
-                _ => poll,
-            };
-            let got = self.source.next_frame(wait);
-            let t_start = Instant::now();
-            let start_ns = monotonic_ns();
-            match got {
-                Ok(frame) => {
-                    in_source_error = false;
-                    frames += 1;
-                    last_frame_ns = frame.timestamp_ns;
-                    let now = clock_now(clock, last_frame_ns);
-                    loop_start.get_or_insert(now);
-                    first_frame_ns.get_or_insert(now);
-                    if let Some(p) = prev_frame_tick {
-                        let dt = now.saturating_sub(p) as f64 / 1e9;
-                        if dt > 0.0 {
-                            let inst = 1.0 / dt;
-                            fps_ema = if fps_ema == 0.0 {
-                                inst
-                            } else {
-                                0.9 * fps_ema + 0.1 * inst
-                            };
-                        }
-                    }
-                    prev_frame_tick = Some(now);
-                    sample.has_frame = true;
-                    sample.seq = frame.seq;
-                    sample.timestamp_ns = frame.timestamp_ns;
-                    if monotonic_src {
-                        sample.capture_to_start_us =
-                            start_ns.saturating_sub(frame.timestamp_ns) as f32 / 1e3;
-                    }
-                    if let Some(brain) = self.brain.as_mut() {
-                        let scale = self.arbiter.max_speed_scale();
-                        // An engine that panics is an inference error (the
-                        // stall rule stops the car; a good model recovers
-                        // it), not a latch that silently disables driving.
-                        let decided = servo_driver::failsafe::catch_panic(|| {
-                            brain.decide(&frame, scale, &mut times)
-                        })
-                        .unwrap_or_else(|p| {
-                            Err(crate::brain::BrainError(format!("engine panicked: {p}")))
-                        });
-                        match decided {
-                            Ok(a) => {
-                                if in_error_streak {
-                                    info!("inference recovered");
-                                    in_error_streak = false;
-                                }
-                                action = a;
-                                self.arbiter.action(now, a.steering, a.throttle);
-                            }
-                            Err(e) => {
-                                inference_errors += 1;
-                                action = crate::brain::Action {
-                                    index: -1,
-                                    ..Default::default()
-                                };
-                                if !in_error_streak {
-                                    shared.set_event(crate::commands::event::INFERENCE_FAILED);
-                                    error!(error = %e, "inference failed (stall rule will stop the car)");
-                                    in_error_streak = true;
-                                }
-                            }
-                        }
-                    }
-                    // 3. Decide and actuate while the frame is still borrowed
-                    // (recording and publishing need it after the write).
-                    let (pulses, act_us) = actuate(
-                        &mut self.arbiter,
-                        self.wheels.as_mut(),
-                        &shared,
-                        &mut self.estops_seen,
-                        &mut self.last_decision,
-                        now,
-                        &mut actuator_errors,
-                        &mut in_actuator_error,
-                    );
-                    last_pulses = pulses.or(last_pulses);
-                    let end_ns = monotonic_ns();
-                    fill(
-                        &mut sample,
-                        self.last_decision,
-                        &self.arbiter,
-                        &action,
-                        pulses,
-                        &times,
-                        act_us,
-                    );
-                    sample.total_us = t_start.elapsed().as_secs_f32() * 1e6;
-                    if monotonic_src {
-                        sample.capture_to_pwm_us =
-                            end_ns.saturating_sub(frame.timestamp_ns) as f32 / 1e3;
-                        stages
-                            .capture_to_start
-                            .record_us(f64::from(sample.capture_to_start_us));
-                        stages
-                            .capture_to_pwm
-                            .record_us(f64::from(sample.capture_to_pwm_us));
-                    }
-                    stages.preprocess.record_us(f64::from(times.preprocess_us));
-                    stages.inference.record_us(f64::from(times.inference_us));
-                    stages.mapping.record_us(f64::from(times.mapping_us));
-                    stages.actuate.record_us(f64::from(act_us));
-                    stages.total.record_us(f64::from(sample.total_us));
-                    sample.tick_ns = now;
-                    sample.fps = fps_ema as f32;
-                    sample.frames = frames;
-                    sample.inference_errors = inference_errors;
-                    sample.actuator_errors = actuator_errors;
-                    if let Some(r) = &self.recorder {
-                        r.offer(&frame, &sample);
-                    }
-                    if publish && shared.frame.wanted(monotonic_ns() / 1_000_000, 2_000) {
-                        shared.frame.publish_with(
-                            &frame,
-                            (action.index >= 0 || action.speed_mps != 0.0).then_some(
-                                crate::telemetry::FrameAction {
-                                    index: action.index,
-                                    steering_angle_deg: action.steering_angle_deg,
-                                    speed_mps: action.speed_mps,
-                                    steering: action.steering,
-                                    throttle: action.throttle,
-                                },
-                            ),
-                        );
-                    }
-                }
-                Err(e) => {
-                    match e {
-                        // On the source's clock a timeout means that much
-                        // time passed without a frame (stall rules still fire).
-                        SourceError::Timeout(d) => {
-                            last_frame_ns = last_frame_ns.saturating_add(d.as_nanos() as u64)
-                        }
-                        SourceError::EndOfStream => {
-                            end = EndReason::EndOfStream;
-                            break;
-                        }
-                        SourceError::Device(msg) => {
-                            source_errors += 1;
-                            if !in_source_error {
-                                shared.set_event(crate::commands::event::SOURCE_FAILED);
-                                error!(source = self.source.name(), error = %msg, "frame source error (stall rule will stop the car)");
-                                in_source_error = true;
-                            }
-                            // The source failed at once; do not spin.
-                            std::thread::sleep(poll);
-                        }
-                    }
-                    let now = clock_now(clock, last_frame_ns);
-                    let (pulses, act_us) = actuate(
-                        &mut self.arbiter,
-                        self.wheels.as_mut(),
-                        &shared,
-                        &mut self.estops_seen,
-                        &mut self.last_decision,
-                        now,
-                        &mut actuator_errors,
-                        &mut in_actuator_error,
-                    );
-                    last_pulses = pulses.or(last_pulses);
-                    let no_action = crate::brain::Action {
-                        index: -1,
-                        ..Default::default()
-                    };
-                    fill(
-                        &mut sample,
-                        self.last_decision,
-                        &self.arbiter,
-                        &no_action,
-                        pulses,
-                        &times,
-                        act_us,
-                    );
-                    sample.tick_ns = now;
-                    sample.fps = fps_ema as f32;
-                    sample.frames = frames;
-                    sample.dropped = self.source.dropped();
-                    sample.inference_errors = inference_errors;
-                    sample.actuator_errors = actuator_errors;
-                }
+                st.action = a;
+                self.arbiter.action(now, a.steering, a.throttle);
             }
-            ticks += 1;
-            sample.tick = ticks;
-            sample.dropped = self.source.dropped();
-            shared.telemetry.push(&sample);
-            shared.ticks.store(ticks, Ordering::Relaxed);
-            shared.heartbeat_ns.store(monotonic_ns(), Ordering::Release);
-            if let Some(n) = self.notifier.as_mut() {
-                n.watchdog(monotonic_ns());
-            }
-            if let (Some(d), Some(s)) = (deadline, loop_start) {
-                if clock_now(clock, last_frame_ns).saturating_sub(s) >= d {
-                    end = EndReason::Duration;
-                    break;
-                }
-            } else if let Some(d) = deadline {
-                // No frame ever: the duration still runs on the wall clock.
-                if monotonic_ns().saturating_sub(start_mono) >= d {
-                    end = EndReason::Duration;
-                    break;
+            Err(e) => {
+                st.inference_errors += 1;
+                st.action = NO_ACTION;
+                if !st.in_error_streak {
+                    self.shared
+                        .set_event(crate::commands::event::INFERENCE_FAILED);
+                    error!(error = %e, "inference failed (stall rule will stop the car)");
+                    st.in_error_streak = true;
                 }
             }
         }
+    }
 
-        let elapsed_ns = match (first_frame_ns, self.opts.clock) {
-            (Some(f), _) => clock_now(clock, last_frame_ns).saturating_sub(f),
-            (None, _) => monotonic_ns().saturating_sub(start_mono),
+    /// No frame this tick (a timeout, or a source error): the timeout
+    /// rules still run and the wheels are still written.
+    fn idle_step(
+        &mut self,
+        e: SourceError,
+        source_name: &'static str,
+        st: &mut RunState,
+        sample: &mut Sample,
+    ) {
+        match e {
+            // On the source's clock a timeout means that much time passed
+            // without a frame (stall rules still fire).
+            SourceError::Timeout(d) => {
+                st.last_frame_ns = st.last_frame_ns.saturating_add(d.as_nanos() as u64)
+            }
+            SourceError::EndOfStream => {}
+            SourceError::Device(msg) => {
+                st.source_errors += 1;
+                if !st.in_source_error {
+                    self.shared.set_event(crate::commands::event::SOURCE_FAILED);
+                    error!(source = source_name, error = %msg, "frame source error (stall rule will stop the car)");
+                    st.in_source_error = true;
+                }
+                // The source failed at once; do not spin.
+                std::thread::sleep(self.opts.poll);
+            }
+        }
+        let now = clock_now(self.opts.clock, st.last_frame_ns);
+        self.actuate_and_fill(now, &NO_ACTION, &StageTimes::default(), st, sample);
+    }
+
+    /// The one place the wheels are written during a run, for both steps:
+    /// ask the arbiter, write, and fill the tick's sample. Returns the
+    /// write's duration in microseconds.
+    fn actuate_and_fill(
+        &mut self,
+        now: u64,
+        action: &crate::brain::Action,
+        times: &StageTimes,
+        st: &mut RunState,
+        sample: &mut Sample,
+    ) -> f32 {
+        let (pulses, act_us) = actuate(
+            &mut self.arbiter,
+            self.wheels.as_mut(),
+            &self.shared,
+            &mut self.estops_seen,
+            &mut self.last_decision,
+            now,
+            &mut st.actuator_errors,
+            &mut st.in_actuator_error,
+        );
+        st.last_pulses = pulses.or(st.last_pulses);
+        fill(
+            sample,
+            self.last_decision,
+            &self.arbiter,
+            action,
+            pulses,
+            times,
+            act_us,
+        );
+        sample.tick_ns = now;
+        sample.fps = st.fps_ema as f32;
+        sample.frames = st.frames;
+        sample.inference_errors = st.inference_errors;
+        sample.actuator_errors = st.actuator_errors;
+        act_us
+    }
+
+    /// Publish the tick (telemetry, heartbeat, watchdog) and check the
+    /// run's duration.
+    fn end_tick(
+        &mut self,
+        st: &mut RunState,
+        sample: &mut Sample,
+        dropped: u64,
+    ) -> Option<EndReason> {
+        st.ticks += 1;
+        sample.tick = st.ticks;
+        sample.dropped = dropped;
+        let shared = &self.shared;
+        shared.telemetry.push(sample);
+        shared.ticks.store(st.ticks, Ordering::Relaxed);
+        shared.heartbeat_ns.store(monotonic_ns(), Ordering::Release);
+        if let Some(n) = self.notifier.as_mut() {
+            n.watchdog(monotonic_ns());
+        }
+        let d = st.deadline?;
+        let elapsed = match st.loop_start {
+            Some(s) => clock_now(self.opts.clock, st.last_frame_ns).saturating_sub(s),
+            // No frame ever: the duration still runs on the wall clock.
+            None => monotonic_ns().saturating_sub(st.start_mono),
+        };
+        (elapsed >= d).then_some(EndReason::Duration)
+    }
+}
+
+/// The action of a tick without one.
+const NO_ACTION: crate::brain::Action = crate::brain::Action {
+    index: -1,
+    steering_angle_deg: 0.0,
+    speed_mps: 0.0,
+    steering: 0.0,
+    throttle: 0.0,
+};
+
+/// Stands in for the source while the run holds it (see `run_inner`).
+struct Detached;
+
+impl FrameSource for Detached {
+    fn next_frame(&mut self, _: Duration) -> Result<crate::frame::Frame<'_>, SourceError> {
+        Err(SourceError::EndOfStream)
+    }
+    fn name(&self) -> &'static str {
+        "detached"
+    }
+}
+
+/// What a run counts and remembers from tick to tick.
+struct RunState {
+    stages: StageStats,
+    frames: u64,
+    ticks: u64,
+    inference_errors: u64,
+    actuator_errors: u64,
+    source_errors: u64,
+    /// Set while inferences fail, cleared by the first good one: one log
+    /// line and one event per streak, not per frame.
+    in_error_streak: bool,
+    in_source_error: bool,
+    in_actuator_error: bool,
+    /// The last frame's timestamp (the loop clock in `LoopClock::Source`).
+    last_frame_ns: u64,
+    first_frame_ns: Option<u64>,
+    fps_ema: f64,
+    prev_frame_tick: Option<u64>,
+    last_pulses: Option<servo_driver::Pulses>,
+    /// The last decided action (kept while frames come without a brain).
+    action: crate::brain::Action,
+    start_mono: u64,
+    /// `--duration` in ns, counted from the first frame.
+    deadline: Option<u64>,
+    loop_start: Option<u64>,
+}
+
+impl RunState {
+    fn new(duration: Option<Duration>) -> RunState {
+        RunState {
+            stages: StageStats::default(),
+            frames: 0,
+            ticks: 0,
+            inference_errors: 0,
+            actuator_errors: 0,
+            source_errors: 0,
+            in_error_streak: false,
+            in_source_error: false,
+            in_actuator_error: false,
+            last_frame_ns: 0,
+            first_frame_ns: None,
+            fps_ema: 0.0,
+            prev_frame_tick: None,
+            last_pulses: None,
+            action: NO_ACTION,
+            start_mono: monotonic_ns(),
+            deadline: duration.map(|d| d.as_nanos() as u64),
+            loop_start: None,
+        }
+    }
+
+    fn summary(self, end: EndReason, dropped: u64, arbiter: &Arbiter, clock: LoopClock) -> Summary {
+        let elapsed_ns = match self.first_frame_ns {
+            Some(f) => clock_now(clock, self.last_frame_ns).saturating_sub(f),
+            None => monotonic_ns().saturating_sub(self.start_mono),
         };
         let elapsed_s = elapsed_ns as f64 / 1e9;
-        let fps = if frames > 1 && elapsed_s > 0.0 {
-            (frames - 1) as f64 / elapsed_s
+        let fps = if self.frames > 1 && elapsed_s > 0.0 {
+            (self.frames - 1) as f64 / elapsed_s
         } else {
             0.0
         };
         Summary {
             end,
-            frames,
-            dropped: self.source.dropped(),
-            ticks,
-            inference_errors,
-            actuator_errors,
-            source_errors,
+            frames: self.frames,
+            dropped,
+            ticks: self.ticks,
+            inference_errors: self.inference_errors,
+            actuator_errors: self.actuator_errors,
+            source_errors: self.source_errors,
             fps,
             elapsed_s,
-            mode: self.arbiter.mode(),
-            estop: self.arbiter.estop_latched(),
-            stages,
+            mode: arbiter.mode(),
+            estop: arbiter.estop_latched(),
+            stages: self.stages,
             record: None,
-            last_pulses,
+            last_pulses: self.last_pulses,
         }
     }
 }
