@@ -113,6 +113,28 @@ pub struct CarAction {
     pub speed_mps: f64,
 }
 
+impl CarAction {
+    /// Normalised servo/ESC commands in [-1, 1] (what the daemon puts on
+    /// the wire, what a trained policy outputs) as this car's action: the
+    /// steering lock and top speed come from `car`. NaN or infinite
+    /// commands are neutral (0), others are clamped; the simulated car has
+    /// no reverse, so a negative throttle brakes to a stop. The one
+    /// conversion the daemon's simulated camera and the trainer share.
+    pub fn from_commands(steering: f64, throttle: f64, car: &CarConfig) -> CarAction {
+        let finite = |x: f64| {
+            if x.is_finite() {
+                x.clamp(-1.0, 1.0)
+            } else {
+                0.0
+            }
+        };
+        CarAction {
+            steering_deg: finite(steering) * car.max_steering_deg,
+            speed_mps: finite(throttle).max(0.0) * car.max_speed_mps,
+        }
+    }
+}
+
 /// Why an episode ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

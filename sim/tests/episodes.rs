@@ -302,3 +302,20 @@ fn same_seed_and_actions_give_identical_frames_and_params() {
         .unwrap();
     assert!(buf == buf2, "clutter from the previous episode leaked");
 }
+
+#[test]
+fn commands_map_to_the_cars_own_limits_and_nan_is_neutral() {
+    let mut car = sim::CarConfig::default();
+    car.max_steering_deg = 25.0;
+    car.max_speed_mps = 2.0;
+    let a = CarAction::from_commands(1.0, 0.5, &car);
+    assert_eq!((a.steering_deg, a.speed_mps), (25.0, 1.0));
+    // Beyond the range: clamped, not extrapolated.
+    let a = CarAction::from_commands(-3.0, 7.0, &car);
+    assert_eq!((a.steering_deg, a.speed_mps), (-25.0, 2.0));
+    // No reverse in the simulator: a negative throttle brakes to a stop.
+    assert_eq!(CarAction::from_commands(0.0, -1.0, &car).speed_mps, 0.0);
+    // A broken command is neutral, never NaN into the physics.
+    let a = CarAction::from_commands(f64::NAN, f64::INFINITY, &car);
+    assert_eq!((a.steering_deg, a.speed_mps), (0.0, 0.0));
+}

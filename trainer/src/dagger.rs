@@ -27,7 +27,6 @@ use sim::{Expert, LapRunner, Randomization, Sim, SimConfig, StartPolicy, Track};
 use crate::actions::{Label, Targets};
 use crate::checkpoint::{read_state, save_atomic, write_state, STATE_FILE};
 use crate::dataset::{Batch, Dataset};
-use crate::eval::commands_to_action;
 use crate::net::{self, Net, NetKind, INPUT_H, INPUT_LEN, INPUT_W};
 
 /// Settings for one training run.
@@ -376,7 +375,7 @@ pub fn train(
                 let action = if by_expert {
                     car.noise = 0.9 * car.noise + 0.1 * normal(&mut rng) * noise_amp * 4.0;
                     let car_cfg = car.sim.config().car;
-                    commands_to_action(
+                    sim::CarAction::from_commands(
                         label.steer as f64 + car.noise,
                         expert_speed / car_cfg.max_speed_mps,
                         &car_cfg,
@@ -385,7 +384,11 @@ pub fn train(
                     let o = &outputs.as_ref().unwrap()
                         [i * targets.outputs()..(i + 1) * targets.outputs()];
                     let m = mapper.map(o, car.scale as f32);
-                    commands_to_action(m.steering as f64, m.throttle as f64, &car.sim.config().car)
+                    sim::CarAction::from_commands(
+                        m.steering as f64,
+                        m.throttle as f64,
+                        &car.sim.config().car,
+                    )
                 };
                 let r = car.sim.step(action);
                 car.steps_left -= 1;
@@ -551,7 +554,7 @@ pub(crate) fn check_laps(
             net::render(runner.sim_mut(), &mut frame);
             let o = net::infer(net, &frame, 1, device);
             let m = mapper.map(&o, scale as f32);
-            runner.step(commands_to_action(
+            runner.step(sim::CarAction::from_commands(
                 m.steering as f64,
                 m.throttle as f64,
                 &car,

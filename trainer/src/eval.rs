@@ -9,7 +9,7 @@ use std::path::Path;
 
 use policy::{Backend, Frame, Model, PixelFormat, Preprocessor};
 use serde::Serialize;
-use sim::{CarAction, CarConfig, Channels, LapRunner, Sim, SimConfig, Track};
+use sim::{CarAction, Channels, LapRunner, Sim, SimConfig, Track};
 
 /// What `car-trainer eval --json` prints.
 #[derive(Debug, Clone, Serialize)]
@@ -88,7 +88,7 @@ pub fn evaluate(
         pre.run(&frame, &mut input)?;
         policy.infer(&input, &mut output)?;
         let a = mapper.map(&output, max_speed_scale);
-        runner.step(commands_to_action(
+        runner.step(CarAction::from_commands(
             a.steering as f64,
             a.throttle as f64,
             &car,
@@ -107,7 +107,7 @@ pub fn evaluate_expert(track: &Track, laps: usize, max_speed_scale: f32, seed: u
     let car = runner.sim().config().car;
     while runner.laps_completed() < laps && runner.steps() < budget {
         let (label, _) = crate::dagger::expert_label(runner.sim(), max_speed_scale as f64);
-        runner.step(commands_to_action(
+        runner.step(CarAction::from_commands(
             label.steer as f64,
             (label.throttle * max_speed_scale) as f64,
             &car,
@@ -133,13 +133,5 @@ fn report(runner: &LapRunner, laps: usize) -> EvalReport {
         offtrack_events: r.offtrack_events,
         progress_mean,
         steps: r.steps,
-    }
-}
-
-/// Normalised servo/ESC commands in [-1, 1] -> the simulated car's action.
-pub fn commands_to_action(steering: f64, throttle: f64, car: &CarConfig) -> CarAction {
-    CarAction {
-        steering_deg: steering.clamp(-1.0, 1.0) * car.max_steering_deg,
-        speed_mps: throttle.clamp(0.0, 1.0) * car.max_speed_mps,
     }
 }

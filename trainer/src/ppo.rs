@@ -22,7 +22,6 @@ use sim::{Randomization, Sim, SimConfig, StartPolicy, Track};
 
 use crate::checkpoint::{read_state, save_atomic, write_state, STATE_FILE};
 use crate::dagger::{check_laps, normal};
-use crate::eval::commands_to_action;
 use crate::net::{self, Net, NetKind, INPUT_H, INPUT_LEN, INPUT_W};
 use crate::reward::{Reward, RewardError};
 
@@ -473,7 +472,7 @@ pub fn train(
                 e.traj.actions.push(action);
                 e.traj.logp.push(logp);
                 let car = e.sim.config().car;
-                let r = e.sim.step(commands_to_action(
+                let r = e.sim.step(sim::CarAction::from_commands(
                     m.steering as f64,
                     m.throttle as f64,
                     &car,

@@ -17,11 +17,6 @@ use sim::{CarAction, Channels, LapReport, LapRunner, Sim, SimConfig, Track, STEP
 use crate::clock::{monotonic_ns, sleep_until};
 use crate::frame::{Frame, FrameSource, PixelFormat, SourceError};
 
-/// Full steering command = this many degrees (the sim car's lock).
-pub const MAX_STEERING_DEG: f64 = 30.0;
-/// Full throttle = this speed (the sim's top speed).
-pub const MAX_SPEED_MPS: f64 = 4.0;
-
 /// Lap statistics the source shares with the rest of the process (web UI
 /// status, the headless summary). Updated on lap events only.
 #[derive(Debug, Default)]
@@ -156,21 +151,11 @@ impl FrameSource for SimSource {
             // The first frame shows the start pose; every later one follows
             // one step driven with what is on the wire now.
             let (steering, throttle) = self.link.load();
-            let steering = if steering.is_finite() {
-                steering.clamp(-1.0, 1.0)
-            } else {
-                0.0
-            };
-            let throttle = if throttle.is_finite() {
-                throttle.clamp(-1.0, 1.0)
-            } else {
-                0.0
-            };
-            let action = CarAction {
-                steering_deg: f64::from(steering) * MAX_STEERING_DEG,
-                // The simulated car has no reverse: negative throttle brakes to a stop.
-                speed_mps: f64::from(throttle).max(0.0) * MAX_SPEED_MPS,
-            };
+            let action = CarAction::from_commands(
+                f64::from(steering),
+                f64::from(throttle),
+                &self.runner.sim().config().car,
+            );
             let before = self.runner.sim().travelled_m();
             let laps_before = self.runner.laps_completed();
             self.runner.step(action);
