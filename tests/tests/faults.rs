@@ -54,3 +54,52 @@ fn hostile_camera_frames_end_in_neutral_and_the_daemon_lives() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[test]
+fn a_model_too_slow_for_the_car_trips_the_supervisor_and_the_daemon_lives() {
+    let o = faults::hung_stage().unwrap();
+    eprintln!("hung stage: neutral after {:.1} ms, {}", o.ms, o.ended);
+    assert!(
+        o.ms <= faults::HUNG_BOUND_MS,
+        "{:.1} ms > {} ms",
+        o.ms,
+        faults::HUNG_BOUND_MS
+    );
+    assert!(o.ended.contains("missed its deadline"), "{}", o.ended);
+}
+
+#[test]
+fn hostile_model_uploads_are_refused_while_the_old_model_drives() {
+    let mut failures = Vec::new();
+    for (kind, outcomes) in faults::bad_uploads(1).unwrap() {
+        for o in outcomes {
+            eprintln!("{}: refused in {:.1} ms, {}", kind.name(), o.ms, o.ended);
+            if o.ms > faults::UPLOAD_BOUND_MS {
+                failures.push(format!("{}: {:.1} ms", kind.name(), o.ms));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn the_estop_through_a_drive_socket_flood_ends_in_neutral_within_its_bound() {
+    for o in faults::estop_drive_flood(3).unwrap() {
+        eprintln!(
+            "e-stop, drive flood: neutral after {:.1} ms, {}",
+            o.ms, o.ended
+        );
+        assert!(o.ms <= faults::ESTOP_BOUND_MS, "{:.1} ms", o.ms);
+    }
+}
+
+#[test]
+fn the_estop_through_a_connection_flood_ends_in_neutral_and_the_page_answers() {
+    for o in faults::estop_connection_flood(3).unwrap() {
+        eprintln!(
+            "e-stop, connection flood: neutral after {:.1} ms, {}",
+            o.ms, o.ended
+        );
+        assert!(o.ms <= faults::ESTOP_BOUND_MS, "{:.1} ms", o.ms);
+    }
+}
