@@ -185,6 +185,58 @@ fn precheck_onnx(proto: &tract_onnx::pb::ModelProto, file: &str) -> Result<Input
     })
 }
 
+/// The TensorFlow side of [`precheck_graph`]: decode and the node cap.
+fn precheck_tensorflow(
+    tf: &tract_tensorflow::Tensorflow,
+    bytes: &[u8],
+    file: &str,
+) -> Result<tract_tensorflow::tfpb::tensorflow::GraphDef, ModelError> {
+    let gerr = |m: String| ModelError::Graph {
+        file: file.to_string(),
+        message: m,
+    };
+    let graph = tf
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| gerr(format!("not a TensorFlow frozen graph: {e}")))?;
+    if graph.node.len() > MAX_GRAPH_NODES {
+        return Err(gerr(format!(
+            "node: {} nodes is over the limit of {MAX_GRAPH_NODES} (DeepRacer networks have a few hundred)",
+            graph.node.len()
+        )));
+    }
+    Ok(graph)
+}
+
+/// Everything the car does with a graph's bytes before an engine builds
+/// anything from them: the protobuf decode, the caps (nodes, input shape)
+/// and, for ONNX, the load-time rewrite the ONNX Runtime path applies.
+/// Public so the fuzz targets run exactly this code in-process; the engines
+/// themselves only ever see a graph inside the limited check child. Returns
+/// the ONNX input spec (TensorFlow inputs come from the metadata: `None`).
+pub fn precheck_graph(
+    format: crate::model::GraphFormat,
+    bytes: &[u8],
+    file: &str,
+) -> Result<Option<InputSpec>, ModelError> {
+    match format {
+        crate::model::GraphFormat::Onnx => {
+            let proto = tract_onnx::onnx()
+                .proto_model_for_read(&mut &bytes[..])
+                .map_err(|e| ModelError::Graph {
+                    file: file.to_string(),
+                    message: format!("not an ONNX model: {e:#}"),
+                })?;
+            let spec = precheck_onnx(&proto, file)?;
+            drop(proto);
+            let _ = crate::rewrite::widen_scalar_constants(bytes);
+            Ok(Some(spec))
+        }
+        crate::model::GraphFormat::TensorFlow => {
+            precheck_tensorflow(&tract_tensorflow::tensorflow(), bytes, file).map(|_| None)
+        }
+    }
+}
+
 impl Policy {
     pub(crate) fn from_onnx(
         bytes: &[u8],
@@ -357,15 +409,7 @@ impl Policy {
                 tract_tensorflow::tract_hir::ops::identity::Identity,
             ))
         });
-        let graph = tf
-            .proto_model_for_read(&mut &bytes[..])
-            .map_err(|e| gerr(format!("not a TensorFlow frozen graph: {e}")))?;
-        if graph.node.len() > MAX_GRAPH_NODES {
-            return Err(gerr(format!(
-                "node: {} nodes is over the limit of {MAX_GRAPH_NODES} (DeepRacer networks have a few hundred)",
-                graph.node.len()
-            )));
-        }
+        let graph = precheck_tensorflow(&tf, bytes, file)?;
         let mut model = tf
             .model_for_proto_model(&graph)
             .map_err(|e| gerr(format!("{e:#}")))?;

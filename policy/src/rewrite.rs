@@ -74,14 +74,14 @@ pub(crate) fn widen_scalar_constants(onnx: &[u8]) -> Option<(Vec<u8>, Widened)> 
     // One-element constants: initializers and Constant nodes.
     let mut consts: HashMap<String, pb::TensorProto> = HashMap::new();
     for t in &graph.initializer {
-        if numel(&t.dims) == 1 {
+        if is_one_element(&t.dims) {
             consts.insert(t.name.clone(), t.clone());
         }
     }
     for n in &graph.node {
         if n.op_type == "Constant" && n.domain.is_empty() && n.output.len() == 1 {
             if let Some(t) = constant_value(n) {
-                if numel(&t.dims) == 1 {
+                if is_one_element(&t.dims) {
                     consts.insert(n.output[0].clone(), t);
                 }
             }
@@ -162,8 +162,12 @@ pub(crate) fn widen_scalar_constants(onnx: &[u8]) -> Option<(Vec<u8>, Widened)> 
     Some((model.encode_to_vec(), widened))
 }
 
-fn numel(dims: &[i64]) -> i64 {
-    dims.iter().product()
+/// Exactly one element: every dimension 1 (a scalar has none). Not the
+/// product of the dims: the file's dims are anything, so the product
+/// overflows (a panic in debug builds) or, wrapped or with two negative
+/// dims, comes out as 1 for a tensor that is not one element.
+fn is_one_element(dims: &[i64]) -> bool {
+    dims.iter().all(|&d| d == 1)
 }
 
 fn declared_rank(v: &pb::ValueInfoProto) -> Option<usize> {
@@ -276,6 +280,27 @@ mod tests {
         });
         assert_eq!(widen_scalar_constants(&bytes), None);
         assert_eq!(widen_scalar_constants(b"not a model"), None);
+    }
+
+    /// Found by the fuzzer (fuzz/regressions/model/initializer-dims-overflow):
+    /// an initializer whose dims multiply past i64 panicked in debug builds,
+    /// and in release builds a wrapped product, or two negative dims,
+    /// passed for a one-element constant.
+    #[test]
+    fn constants_with_huge_or_negative_dims_are_not_one_element() {
+        let bytes = model_with(&[1, 120, 160, 1], |g, x| {
+            let k = g.init("k", &[], &[255.0]).unwrap();
+            g.node("Div", &[&x, &k], Some("policy"), &[]);
+            g.output("policy", &[1, 120, 160, 1]);
+        });
+        assert!(widen_scalar_constants(&bytes).is_some());
+        for dims in [vec![i64::MAX, 2], vec![1 << 32, 1 << 32, 1], vec![-1, -1]] {
+            let mut m = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+            let g = m.graph.as_mut().unwrap();
+            let t = g.initializer.iter_mut().find(|t| t.name == "k").unwrap();
+            t.dims = dims.clone();
+            assert_eq!(widen_scalar_constants(&m.encode_to_vec()), None, "{dims:?}");
+        }
     }
 
     #[test]

@@ -111,6 +111,18 @@ impl HuffTable {
         if total == 0 || total > 256 || total != vals.len() {
             return Err(JpegError::Corrupt("DHT: bad symbol count"));
         }
+        // Check the code space before touching the table: a length with
+        // more codes than it has room for (three 1-bit codes) would index
+        // past the lookup tables below, and a table left half-built with
+        // the new spec recorded would pass `same_spec` on the next frame.
+        let mut room: u32 = 0;
+        for l in 1..=16u32 {
+            room += counts[l as usize - 1] as u32;
+            if room > 1 << l {
+                return Err(JpegError::Corrupt("DHT: code lengths overflow"));
+            }
+            room <<= 1;
+        }
         self.fast.fill(0);
         self.skip.fill(0);
         self.counts = *counts;
@@ -135,9 +147,7 @@ impl HuffTable {
                 code += 1;
                 k += 1;
             }
-            if code > 1 << l {
-                return Err(JpegError::Corrupt("DHT: code lengths overflow"));
-            }
+            debug_assert!(code <= 1 << l, "checked above");
             self.maxcode[l as usize] = code << (16 - l);
             code <<= 1;
         }
@@ -405,5 +415,56 @@ impl<'a> BitReader<'a> {
         // them on would call a long run of valid intervals an overrun.
         self.pad = 0;
         Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the fuzzer (fuzz/regressions/jpeg/
+    /// dht-codes-overflow-after-a-full-length: counts 2, 0, 3, the two
+    /// 1-bit codes already fill the code space): a DHT with more codes than
+    /// fit indexed past the fast lookup table and panicked.
+    #[test]
+    fn a_dht_with_more_codes_than_fit_is_refused_not_a_panic() {
+        for (len, n) in [(1usize, 3u8), (2, 5), (9, 255)] {
+            // Also three 1-bit codes, five 2-bit ones...
+            let mut counts = [0u8; 16];
+            counts[len - 1] = n;
+            let vals = vec![0u8; n as usize];
+            let mut t = HuffTable::empty(true);
+            assert!(
+                matches!(t.build(&counts, &vals), Err(JpegError::Corrupt(_))),
+                "{n} codes of length {len}"
+            );
+            // Nothing of the refused spec is kept: the next frame with the
+            // same DHT is refused again, not decoded with a broken table.
+            assert!(!t.same_spec(&counts, &vals));
+        }
+        // The fuzzer's counts, and an overflow past the fast lookup's reach.
+        let mut counts = [0u8; 16];
+        counts[..3].copy_from_slice(&[2, 0, 3]);
+        assert!(HuffTable::empty(true).build(&counts, &[0; 5]).is_err());
+        let mut counts = [0u8; 16];
+        counts[0] = 1;
+        counts[11] = 255;
+        let vals = vec![0u8; 256];
+        let mut t = HuffTable::empty(false);
+        assert!(t.build(&counts, &vals).is_err());
+        assert!(!t.same_spec(&counts, &vals));
+    }
+
+    #[test]
+    fn a_full_code_space_is_accepted() {
+        // Two 1-bit codes fill the space exactly.
+        let mut counts = [0u8; 16];
+        counts[0] = 2;
+        let mut t = HuffTable::empty(false);
+        t.build(&counts, &[0, 1]).unwrap();
+        assert!(t.same_spec(&counts, &[0, 1]));
+        for (c, v) in STD_DC.iter().chain(STD_AC.iter()) {
+            HuffTable::empty(false).build(c, v).unwrap();
+        }
     }
 }
