@@ -135,7 +135,8 @@ struct App {
     router: axum::Router,
     cookie: String,
     csrf: String,
-    _dir: tempfile::TempDir,
+    /// Holds the state folder for the life of the process.
+    dir: tempfile::TempDir,
 }
 
 struct Resp {
@@ -211,9 +212,9 @@ fn app() -> &'static App {
             router: web_ui::router(state),
             cookie: String::new(),
             csrf: String::new(),
-            _dir: dir,
+            dir,
         };
-        let pw = std::fs::read_to_string(app._dir.path().join("state/initial-password"))
+        let pw = std::fs::read_to_string(app.dir.path().join("state/initial-password"))
             .expect("the initial password");
         let body = serde_json::to_vec(&serde_json::json!({ "password": pw.trim() }))
             .expect("JSON of a string");
