@@ -851,8 +851,14 @@ pub fn hung_stage() -> Result<Outcome, String> {
             car.throttle()
         )
     })?;
-    if car.steering() != NEUTRAL_STEERING {
-        return Err(format!("{WHAT}: steering left at {}", car.steering()));
+    // The failsafe writes throttle first, then steering (a read between the
+    // truncate and the write sees an empty file).
+    let t = Instant::now();
+    while car.steering() != NEUTRAL_STEERING {
+        if t.elapsed() > Duration::from_millis(100) {
+            return Err(format!("{WHAT}: steering left at {:?}", car.steering()));
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
     // What the phone shows, once the loop has come back from inference.
     let t = Instant::now();
