@@ -262,12 +262,26 @@ pub fn calibration(data: &[u8]) {
 
 /// A model `.tar.gz` through `safe_io::archive::read_model_archive` (the
 /// web upload's reader) and `policy::ModelFiles::read` (the CLI's, which
-/// also parses the metadata), with the real model limits. Properties: the
-/// two agree on accept / refuse, and what is accepted is inside the limits.
+/// also parses the metadata), with the real model limits. First byte: 0
+/// the rest is the file as is; otherwise the rest is a tar stream that the
+/// target gzips first, so mutations reach the tar and entry checks instead
+/// of dying at the gzip CRC. Properties: the two readers agree, and what
+/// is accepted is inside the limits.
 pub fn archive(data: &[u8]) {
     use safe_io::archive::{read_model_archive, Limits};
+    use std::io::Write;
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let file = if sel == 0 {
+        rest.to_vec()
+    } else {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(rest).expect("gzip into memory");
+        gz.finish().expect("gzip into memory")
+    };
     let path: PathBuf = scratch().join("model.tar.gz");
-    std::fs::write(&path, data).expect("write the archive into the scratch folder");
+    std::fs::write(&path, &file).expect("write the archive into the scratch folder");
     let limits = Limits::MODEL;
     let web = read_model_archive(&path, &limits);
     if let Ok(m) = &web {
