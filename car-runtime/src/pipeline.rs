@@ -124,7 +124,9 @@ impl PolicyBrain {
             self.prepare(frame.width, frame.height, frame.format)?;
         }
         let Some(pre) = self.pre.as_mut() else {
-            return Err(BrainError("preprocess: no preprocessor for this frame".into()));
+            return Err(BrainError(
+                "preprocess: no preprocessor for this frame".into(),
+            ));
         };
         pre.run(frame, &mut self.input)
             .map_err(|e| BrainError(format!("preprocess: {e}")))?;
