@@ -69,7 +69,7 @@ pub fn main(a: CheckArgs) -> Result<()> {
         return Ok(());
     }
     let backends: Vec<BackendChoice> = match a.backend {
-        Some(BackendChoice::Auto) | None => vec![BackendChoice::Onnxruntime, BackendChoice::Tract],
+        Some(BackendChoice::Auto) | None => vec![BackendChoice::OnnxRuntime, BackendChoice::Tract],
         Some(b) => vec![b],
     };
     let exe = std::env::current_exe().context("locating car-runtime")?;

@@ -112,38 +112,8 @@ impl Default for SimConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendChoice {
-    /// ONNX Runtime when it loads, tract otherwise.
-    Auto,
-    Tract,
-    Onnxruntime,
-}
-
-impl BackendChoice {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendChoice::Auto => "auto",
-            BackendChoice::Tract => "tract",
-            BackendChoice::Onnxruntime => "onnxruntime",
-        }
-    }
-}
-
-impl std::str::FromStr for BackendChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(BackendChoice::Auto),
-            "tract" => Ok(BackendChoice::Tract),
-            "onnxruntime" | "ort" => Ok(BackendChoice::Onnxruntime),
-            o => Err(format!(
-                "unknown backend {o:?} (expected auto, tract or onnxruntime)"
-            )),
-        }
-    }
-}
+/// Which inference engine (`[model] backend`); parsed where the engine is.
+pub use policy::BackendChoice;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -1,26 +1,14 @@
-//! The daemon's library: frame sources, the control loop, the arbiter,
-//! telemetry, recording and configuration. `main.rs` is only the CLI.
-//!
-//! Owns: the frame -> PWM hot path and its thread, modes and safety rules
-//! (e-stop latch, dead-man, stall timeout), the config file.
-//!
-//! Must not: run the control loop behind the web server or any async
-//! runtime, allocate or take a contended lock per frame, or let any error
-//! path leave throttle anywhere but neutral.
+//! The daemon as an app: configuration, the adapter that gives the web UI
+//! its [`web_ui::CarApi`] over the control crate's shared state, and (in
+//! `main.rs`) the CLI. The control thread and everything it shares live
+//! in `car-control`; its modules are re-exported here under their old
+//! paths so that `car_runtime::control::ControlLoop` and the like keep
+//! working for tests and tools.
 
-pub mod arbiter;
-pub mod arena;
-pub mod brain;
-pub mod clock;
-pub mod commands;
+pub use car_control::{
+    arbiter, arena, brain, clock, commands, control, frame, notify, pipeline, recorder, source,
+    supervisor, telemetry, wheels,
+};
+
 pub mod config;
-pub mod control;
-pub mod frame;
-pub mod notify;
-pub mod pipeline;
-pub mod recorder;
-pub mod source;
-pub mod supervisor;
-pub mod telemetry;
 pub mod web;
-pub mod wheels;

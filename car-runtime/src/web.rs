@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use web_ui::{
-    ApiError, CalibrationView, CarApi, CarStatus, Channel, FrameAction, FrameCopy, ModelState,
-    ModelSummary, TelemetrySample,
+    ApiError, CalibrationView, CarApi, CarStatus, Channel, FrameAction, FrameCopy, ModelSummary,
+    TelemetrySample,
 };
 
 use crate::arbiter::{DriveMode, Mode};
-use crate::commands::{event, Command, Shared};
+use crate::commands::{event, Command, ModelState, ModelStatus, Shared};
 use crate::frame::PixelFormat;
 use crate::pipeline::ModelLoader;
 use crate::source::sim::SimStatus;
@@ -24,6 +24,22 @@ pub fn set_active_model(shared: &Shared, origin: &str, _backend: &str) {
         s.requested = Some(origin.to_string());
         s.error = None;
     });
+}
+
+/// The loader's status as the web UI's JSON has it. (A function, not a
+/// `From`: both types belong to other crates.)
+fn to_web_model(s: &ModelStatus) -> web_ui::ModelStatus {
+    web_ui::ModelStatus {
+        state: match s.state {
+            ModelState::None => web_ui::ModelState::None,
+            ModelState::Loading => web_ui::ModelState::Loading,
+            ModelState::Loaded => web_ui::ModelState::Loaded,
+            ModelState::Error => web_ui::ModelState::Error,
+        },
+        active: s.active.clone(),
+        requested: s.requested.clone(),
+        error: s.error.clone(),
+    }
 }
 
 pub struct RuntimeApi {
@@ -177,12 +193,13 @@ impl CarApi for RuntimeApi {
             mode: to_web_mode(latest.mode()),
             estop: latest.estop,
             max_speed_pct: f32::from(latest.max_speed_pct),
-            model: self
-                .shared
-                .model_status
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            model: to_web_model(
+                &self
+                    .shared
+                    .model_status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            ),
             fps: latest.fps,
             latency_p50_ms: pct(0.5),
             latency_p99_ms: pct(0.99),

@@ -8,13 +8,26 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// What the user asked for (config `backend = "auto" | "tract" | "onnxruntime"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the user asked for (config `backend = "auto" | "tract" |
+/// "onnxruntime"`, the CLIs' `--backend`): the one parser for all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BackendChoice {
     /// ONNX Runtime if its library loads, else tract.
     Auto,
     Tract,
+    #[serde(alias = "ort")]
     OnnxRuntime,
+}
+
+impl BackendChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Tract => "tract",
+            BackendChoice::OnnxRuntime => "onnxruntime",
+        }
+    }
 }
 
 impl std::str::FromStr for BackendChoice {

@@ -20,7 +20,7 @@ pkg_ensure_arm64_toolchain || { echo "skipped: cannot install rustc-web, libstd-
 pkg_aarch64_env
 echo "rustc: $($RUSTC --version), cargo: $($CARGO --version), target dir: $CARGO_TARGET_DIR"
 
-crates=(sim servo-driver policy car-runtime web-ui)
+crates=(sim servo-driver policy car-control car-runtime web-ui)
 args=()
 for c in "${crates[@]}"; do args+=(-p "$c"); done
 

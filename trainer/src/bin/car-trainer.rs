@@ -1,3 +1,7 @@
+//! `car-trainer`: the trainer's command line (`train`, with DAgger or PPO,
+//! and `eval`); each subcommand parses its arguments here and calls the
+//! library.
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -383,12 +387,9 @@ fn main() -> Result<()> {
             backend,
             json,
         } => {
-            let choice = match backend.as_str() {
-                "tract" => BackendChoice::Tract,
-                "onnxruntime" => BackendChoice::OnnxRuntime,
-                "auto" => BackendChoice::Auto,
-                other => bail!("--backend {other}: expected tract, onnxruntime or auto"),
-            };
+            let choice: BackendChoice = backend
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--backend: {e}"))?;
             if !(0.0..=100.0).contains(&max_speed) {
                 bail!("--max-speed {max_speed}: expected 0-100");
             }

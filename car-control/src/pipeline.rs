@@ -11,9 +11,9 @@ use servo_driver::{Channel, Pulses, ServoDriver};
 
 use crate::brain::{Action, Brain, BrainError, StageTimes};
 use crate::commands::{ModelState, Shared};
-use crate::config::BackendChoice;
 use crate::frame::{Frame, PixelFormat};
 use crate::wheels::{Wheels, WheelsError};
+use policy::BackendChoice;
 
 /// The model shipped inside the binary (models/default/), so `run --sim`
 /// works from any directory. See models/default/README.md for what it is.
@@ -21,14 +21,6 @@ pub const BUNDLED_ONNX: &[u8] = include_bytes!("../../models/default/model.onnx"
 pub const BUNDLED_METADATA: &str = include_str!("../../models/default/model_metadata.json");
 /// How the bundled model is named in logs and status.
 pub const BUNDLED_NAME: &str = "(bundled model)";
-
-pub fn backend_choice(c: BackendChoice) -> policy::BackendChoice {
-    match c {
-        BackendChoice::Auto => policy::BackendChoice::Auto,
-        BackendChoice::Tract => policy::BackendChoice::Tract,
-        BackendChoice::Onnxruntime => policy::BackendChoice::OnnxRuntime,
-    }
-}
 
 /// Initialise the process's inference engine (once per process).
 pub fn init_backend(choice: BackendChoice, library: &str) -> Result<Backend, policy::BackendError> {
@@ -40,7 +32,7 @@ pub fn init_backend(choice: BackendChoice, library: &str) -> Result<Backend, pol
     } else {
         Some(Path::new(library))
     };
-    Backend::init(backend_choice(choice), lib)
+    Backend::init(choice, lib)
 }
 
 /// The bundled model's files, as if read from a folder.

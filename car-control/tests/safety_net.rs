@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use car_runtime::arbiter::{DriveMode, Mode};
-use car_runtime::brain::{Action, Brain, BrainError, StageTimes};
-use car_runtime::commands::{event, Command, Shared};
-use car_runtime::control::{ControlLoop, LoopClock, LoopOptions};
-use car_runtime::frame::{Frame, FrameSource, PixelFormat, SourceError};
-use car_runtime::pipeline::ServoWheels;
+use car_control::arbiter::{DriveMode, Mode};
+use car_control::brain::{Action, Brain, BrainError, StageTimes};
+use car_control::commands::{event, Command, Shared};
+use car_control::control::{ControlLoop, LoopClock, LoopOptions};
+use car_control::frame::{Frame, FrameSource, PixelFormat, SourceError};
+use car_control::pipeline::ServoWheels;
 
 /// Stock calibration: throttle neutral 1446000 ns, full forward 1311000 ns.
 const NEUTRAL: &str = "1446000";
@@ -106,7 +106,7 @@ impl FrameSource for Camera {
             format: PixelFormat::Gray8,
             width: 4,
             height: 4,
-            timestamp_ns: car_runtime::clock::monotonic_ns(),
+            timestamp_ns: car_control::clock::monotonic_ns(),
             seq: self.seq,
         })
     }
@@ -169,7 +169,7 @@ fn shared() -> Arc<Shared> {
 }
 
 fn start(lp: &mut ControlLoop, mode: DriveMode) {
-    let now = car_runtime::clock::monotonic_ns();
+    let now = car_control::clock::monotonic_ns();
     lp.arbiter.select(now, mode);
     lp.arbiter.set_max_speed(100);
     lp.arbiter.start(now).unwrap();
@@ -189,7 +189,7 @@ fn drive(
     sh: &Arc<Shared>,
     brain: Driver,
     ms: u64,
-) -> std::thread::JoinHandle<car_runtime::control::Summary> {
+) -> std::thread::JoinHandle<car_control::control::Summary> {
     let mut lp = ControlLoop::new(
         Box::new(Camera::new()),
         Some(Box::new(brain)),
@@ -353,7 +353,7 @@ fn the_dead_man_counts_from_when_the_command_was_received() {
     start(&mut lp, DriveMode::Manual);
     // The phone's last command; the web server got it at `received`.
     let received = Instant::now();
-    let received_ns = car_runtime::clock::monotonic_ns();
+    let received_ns = car_control::clock::monotonic_ns();
     assert!(sh.send(Command::Manual {
         steering: 0.0,
         throttle: 1.0,

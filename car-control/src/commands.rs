@@ -55,7 +55,33 @@ pub type CommandQueue = Queue<Command, COMMAND_QUEUE>;
 /// Models ready to swap in, and old ones handed back to be dropped off the loop.
 pub type ModelQueue = Queue<Box<dyn Brain>, 4>;
 
-pub use web_ui::{ModelState, ModelStatus};
+/// Where the model loader stands. The web UI has its own copy of this (its
+/// JSON); `car-runtime`'s adapter converts at the boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModelState {
+    /// No load was ever requested and no model is active.
+    #[default]
+    None,
+    /// The loader thread is loading `requested`; `active` still drives.
+    Loading,
+    /// `active` was loaded and is the one driving.
+    Loaded,
+    /// Loading `requested` failed with `error`; `active` (the old model, if
+    /// any) is unchanged and still drives.
+    Error,
+}
+
+/// Which model drives and what became of the last load request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelStatus {
+    pub state: ModelState,
+    /// Path of the model folder or archive that drives now, if any.
+    pub active: Option<String>,
+    /// Path of the last load request (same as `active` once it loaded).
+    pub requested: Option<String>,
+    /// The exact load error for `requested` when `state == Error`.
+    pub error: Option<String>,
+}
 
 /// Last notable event, as a code the loop can store without allocating.
 pub mod event {

@@ -5,7 +5,7 @@
 //!
 //! One test function: the allocator and its counters are process-wide.
 
-use car_runtime::arena::{self, ArenaAlloc};
+use car_control::arena::{self, ArenaAlloc};
 use std::sync::{Arc, Barrier};
 
 #[global_allocator]
@@ -161,7 +161,7 @@ fn frame_arena() {
     // whole frame's inference without one heap allocation, and the same
     // outputs as without the arena.
     let b = policy::Backend::init(policy::BackendChoice::Tract, None).unwrap();
-    let mut m = car_runtime::pipeline::load_model(None, &b).unwrap();
+    let mut m = car_control::pipeline::load_model(None, &b).unwrap();
     assert_eq!(m.policy.backend_name(), "tract");
     let n = m.policy.input_spec().len();
     let inputs: Vec<Vec<f32>> = (0..3)

@@ -7,12 +7,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use car_runtime::arbiter::{DriveMode, Mode};
-use car_runtime::brain::{Action, Brain, BrainError, StageTimes};
-use car_runtime::commands::{Command, Shared};
-use car_runtime::control::{ControlLoop, EndReason, LoopClock, LoopOptions};
-use car_runtime::frame::{Frame, FrameSource, PixelFormat, SourceError};
-use car_runtime::wheels::{Wheels, WheelsError};
+use car_control::arbiter::{DriveMode, Mode};
+use car_control::brain::{Action, Brain, BrainError, StageTimes};
+use car_control::commands::{Command, Shared};
+use car_control::control::{ControlLoop, EndReason, LoopClock, LoopOptions};
+use car_control::frame::{Frame, FrameSource, PixelFormat, SourceError};
+use car_control::wheels::{Wheels, WheelsError};
 use servo_driver::Pulses;
 
 const MID_S: u32 = 1_450_000;
@@ -260,7 +260,7 @@ fn commands_from_the_queue_start_stop_and_estop() {
         opts(),
     );
     let h = lp.spawn().unwrap();
-    let wait_for = |f: &dyn Fn(&car_runtime::telemetry::Sample) -> bool| {
+    let wait_for = |f: &dyn Fn(&car_control::telemetry::Sample) -> bool| {
         let t0 = std::time::Instant::now();
         loop {
             if let Some(s) = sh.telemetry.latest() {
@@ -392,17 +392,16 @@ fn model_swap_takes_effect_between_frames_and_old_model_is_handed_back() {
 fn bad_model_through_the_loader_keeps_the_old_one() {
     // The real loader thread with a real (tract) backend: a folder whose
     // metadata does not match the graph is rejected before the loop sees it.
-    let backend =
-        match car_runtime::pipeline::init_backend(car_runtime::config::BackendChoice::Tract, "") {
-            Ok(b) => b,
-            Err(e) => panic!("tract backend: {e}"),
-        };
+    let backend = match car_control::pipeline::init_backend(policy::BackendChoice::Tract, "") {
+        Ok(b) => b,
+        Err(e) => panic!("tract backend: {e}"),
+    };
     let sh = shared();
-    let loader = car_runtime::pipeline::ModelLoader::start(sh.clone(), backend, None).unwrap();
+    let loader = car_control::pipeline::ModelLoader::start(sh.clone(), backend, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("model.onnx"),
-        car_runtime::pipeline::BUNDLED_ONNX,
+        car_control::pipeline::BUNDLED_ONNX,
     )
     .unwrap();
     std::fs::write(
@@ -414,7 +413,7 @@ fn bad_model_through_the_loader_keeps_the_old_one() {
     let t0 = std::time::Instant::now();
     loop {
         let st = sh.model_status.lock().unwrap().clone();
-        if st.state == car_runtime::commands::ModelState::Error {
+        if st.state == car_control::commands::ModelState::Error {
             let e = st.error.unwrap();
             assert!(e.contains("model.onnx") || e.contains("output"), "{e}");
             break;
@@ -427,7 +426,7 @@ fn bad_model_through_the_loader_keeps_the_old_one() {
     // A good one (the bundled model) is handed over.
     std::fs::write(
         dir.path().join("model_metadata.json"),
-        car_runtime::pipeline::BUNDLED_METADATA,
+        car_control::pipeline::BUNDLED_METADATA,
     )
     .unwrap();
     assert!(loader.request(dir.path().to_path_buf()));
@@ -446,7 +445,7 @@ fn bad_model_through_the_loader_keeps_the_old_one() {
 fn recorder_in_the_loop_never_blocks_and_counts_drops() {
     let sh = shared();
     let dir = tempfile::tempdir().unwrap();
-    let rec = car_runtime::recorder::Recorder::start(dir.path(), 2, 64, 80).unwrap();
+    let rec = car_control::recorder::Recorder::start(dir.path(), 2, 64, 80).unwrap();
     rec.set_write_delay(Duration::from_millis(30));
     let src = ScriptedSource {
         n: 0,
