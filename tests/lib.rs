@@ -45,17 +45,22 @@ pub fn binary(name: &str) -> PathBuf {
         // `cargo test` does not put cargo on PATH for the test process; the
         // compile-time CARGO is the one that built us.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").into());
+        // The same package selection as the test command's own
+        // `cargo test --workspace --exclude trainer`, so that cargo resolves
+        // the same features and finds the binaries it built for that run
+        // (car-runtime's and sim's integration tests make cargo build them)
+        // already fresh. A narrower `cargo build -p car-runtime` resolves
+        // other features and builds the whole dependency tree a second time.
         let mut cmd = std::process::Command::new(cargo);
         cmd.current_dir(workspace_root())
             .env("CARGO_TARGET_DIR", &target_dir)
             .args([
-                "build",
+                "test",
+                "--no-run",
                 "--quiet",
-                "-p",
-                "car-runtime",
-                "-p",
-                "sim",
-                "--bins",
+                "--workspace",
+                "--exclude",
+                "trainer",
             ]);
         if release {
             cmd.arg("--release");

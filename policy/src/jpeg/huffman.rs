@@ -428,8 +428,9 @@ mod tests {
     /// fit indexed past the fast lookup table and panicked.
     #[test]
     fn a_dht_with_more_codes_than_fit_is_refused_not_a_panic() {
-        for (len, n) in [(1usize, 3u8), (2, 5), (9, 255)] {
-            // Also three 1-bit codes, five 2-bit ones...
+        for (len, n) in [(1usize, 3u8), (2, 5), (3, 9)] {
+            // One code more than a length holds: three 1-bit codes, five
+            // 2-bit ones, nine 3-bit ones.
             let mut counts = [0u8; 16];
             counts[len - 1] = n;
             let vals = vec![0u8; n as usize];
@@ -446,10 +447,12 @@ mod tests {
         let mut counts = [0u8; 16];
         counts[..3].copy_from_slice(&[2, 0, 3]);
         assert!(HuffTable::empty(true).build(&counts, &[0; 5]).is_err());
+        // Two 1-bit codes fill the space; one more 12-bit code (longer than
+        // the fast lookup) does not fit.
         let mut counts = [0u8; 16];
-        counts[0] = 1;
-        counts[11] = 255;
-        let vals = vec![0u8; 256];
+        counts[0] = 2;
+        counts[11] = 1;
+        let vals = vec![0u8; 3];
         let mut t = HuffTable::empty(false);
         assert!(t.build(&counts, &vals).is_err());
         assert!(!t.same_spec(&counts, &vals));
