@@ -22,6 +22,15 @@ ensure_apt() {
 }
 
 # A cargo new enough for the workspace (rust-version 1.92). Prefer rustup's.
+# Build the workspace's binaries (into $CARGO_TARGET_DIR/debug) exactly as
+# the cargo-test suite builds them: the same package selection, so the same
+# features, so after that suite this is a no-op. A narrower
+# `cargo build -p car-runtime` resolves other features and builds the whole
+# dependency tree (tract, axum, ...) a second time.
+build_workspace_bins() {
+  cargo test --no-run --quiet --workspace --exclude trainer --locked
+}
+
 ensure_cargo() {
   export PATH="$HOME/.cargo/bin:$PATH"
   if command -v cargo >/dev/null 2>&1; then return 0; fi

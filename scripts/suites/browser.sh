@@ -21,7 +21,7 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
 fi
 
 ensure_cargo || exit 1
-cargo build -p car-runtime --locked || { echo "car-runtime failed to build" >&2; exit 1; }
+build_workspace_bins || { echo "car-runtime failed to build" >&2; exit 1; }
 BIN="$CARGO_TARGET_DIR/debug/car-runtime"
 
 TMP=$(mktemp -d /tmp/car-browser.XXXXXX)

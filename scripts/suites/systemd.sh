@@ -30,7 +30,7 @@ for b in "$AMD64_TARGET_DIR/x86_64-unknown-linux-gnu/release/car-runtime" "$CARG
   [ -x "$b" ] && { bin=$b; break; }
 done
 if [ -z "$bin" ]; then
-  ensure_cargo && cargo build -q -p car-runtime --bin car-runtime >&2 && bin=$CARGO_TARGET_DIR/debug/car-runtime
+  ensure_cargo && build_workspace_bins >&2 && bin=$CARGO_TARGET_DIR/debug/car-runtime
 fi
 [ -x "$bin" ] || { echo "FAIL: no car-runtime binary could be built" >&2; exit 1; }
 echo "binary: $bin"
