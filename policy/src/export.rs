@@ -3,7 +3,7 @@
 //! (the DeepRacer shallow CNN and a small linear/MLP policy). The output is
 //! opset 13, which both tract and ONNX Runtime load.
 
-use crate::metadata::{write_atomic, ModelMetadata, METADATA_FILE};
+use crate::metadata::{ModelMetadata, METADATA_FILE};
 use crate::preprocess::{InputSpec, Layout};
 use prost::Message;
 use std::path::Path;
@@ -529,7 +529,7 @@ pub fn write_model_dir(
         source,
     })?;
     let p = dir.join("model.onnx");
-    write_atomic(&p, onnx).map_err(|source| ExportError::Io {
+    safe_io::atomic::write(&p, onnx).map_err(|source| ExportError::Io {
         file: p.display().to_string(),
         source,
     })?;

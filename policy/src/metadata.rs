@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Largest `model_metadata.json`: a console action space of a few hundred
 /// entries is a few tens of KB.
@@ -608,9 +608,11 @@ impl ModelMetadata {
     /// Write the file atomically (temp file, fsync, rename) so that a crash
     /// never leaves a half-written metadata file next to a model.
     pub fn save(&self, path: &Path) -> Result<(), MetadataError> {
-        write_atomic(path, self.to_json_pretty().as_bytes()).map_err(|source| MetadataError::Io {
-            file: path.display().to_string(),
-            source,
+        safe_io::atomic::write(path, self.to_json_pretty().as_bytes()).map_err(|source| {
+            MetadataError::Io {
+                file: path.display().to_string(),
+                source,
+            }
         })
     }
 
@@ -643,35 +645,6 @@ impl ModelMetadata {
         }
         Ok(cams[0].clone())
     }
-}
-
-/// Temp file in the same directory, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir: PathBuf = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

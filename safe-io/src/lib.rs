@@ -5,12 +5,14 @@
 //! `web-ui` and `car-runtime`: every path that reads an outside file goes
 //! through [`read_limited`] (or [`archive`]), so a FIFO, `/dev/zero` or a
 //! 20 GiB file gets the same clear error everywhere instead of a hang or an
-//! out-of-memory abort.
+//! out-of-memory abort. And the other way round: every file they keep is
+//! written through [`atomic`], so a power cut never leaves half a file.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub mod archive;
+pub mod atomic;
 
 /// Why an outside file was refused.
 #[derive(Debug, thiserror::Error)]

@@ -12,10 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Hard limits for any pulse this crate puts on the wire, in ns. Outside
 /// this range common servos hit their end stops and ESCs misbehave.
@@ -32,9 +30,6 @@ pub const MAX_PERIOD_NS: u32 = 50_000_000;
 /// Largest calibration file read: the real ones are about 300 bytes; this
 /// keeps `calibration import /dev/zero` or a huge file from using memory.
 pub const MAX_CALIBRATION_BYTES: u64 = 64 << 10;
-/// A temp file from a save older than this is left over from a save that
-/// was killed (a save takes milliseconds), whoever its process id names.
-const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One channel: pulse widths in ns for full negative, neutral and full
 /// positive command, and whether the command is inverted.
@@ -342,7 +337,7 @@ impl Calibration {
     /// Load the project's own file. Also removes temp files a killed save
     /// left beside it (best effort: a read-only folder is fine).
     pub fn load(path: &Path) -> Result<Self, CalibrationError> {
-        remove_stale_temps(path);
+        safe_io::atomic::remove_stale_temps(path);
         let text = read(path)?;
         Self::from_project_json(&text, path)
     }
@@ -354,7 +349,7 @@ impl Calibration {
             path: path.to_path_buf(),
             error,
         })?;
-        atomic_write(path, self.to_project_json().as_bytes()).map_err(|error| {
+        safe_io::atomic::write(path, self.to_project_json().as_bytes()).map_err(|error| {
             CalibrationError::Io {
                 path: path.to_path_buf(),
                 error,
@@ -375,7 +370,7 @@ impl Calibration {
             path: path.to_path_buf(),
             error,
         })?;
-        atomic_write(path, self.to_deepracer_json().as_bytes()).map_err(|error| {
+        safe_io::atomic::write(path, self.to_deepracer_json().as_bytes()).map_err(|error| {
             CalibrationError::Io {
                 path: path.to_path_buf(),
                 error,
@@ -490,121 +485,4 @@ fn channel_from(
         max: get("max")?,
         polarity,
     })
-}
-
-/// Replace `path` with `bytes` so that at every instant the path holds
-/// either the old complete file or the new complete file.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    atomic_write_with(path, |f| f.write_all(bytes))
-}
-
-/// [`atomic_write`] with the content produced by `fill`. If `fill` fails
-/// (or anything after it), the temp file is removed and `path` is left as
-/// it was. Public so tests can inject a failure half-way through a write.
-pub fn atomic_write_with(
-    path: &Path,
-    fill: impl FnOnce(&mut File) -> io::Result<()>,
-) -> io::Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    remove_stale_temps(path);
-    // Same directory, so the rename cannot cross file systems. The name is
-    // what `stale_temp_pid` recognises: `.<name>.tmp.<pid>.<counter>`.
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}.{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        fill(&mut f)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        // The rename itself is only durable once the directory is synced.
-        File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// The process id in a temp file name [`atomic_write_with`] made for
-/// `target_name`, `.<target_name>.tmp.<pid>.<counter>`; `None` for every
-/// other name, so a user's own `*.tmp` files are never touched.
-fn stale_temp_pid(file_name: &str, target_name: &str) -> Option<u32> {
-    let rest = file_name
-        .strip_prefix('.')?
-        .strip_prefix(target_name)?
-        .strip_prefix(".tmp.")?;
-    let (pid, counter) = rest.split_once('.')?;
-    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(pid) || !digits(counter) {
-        return None;
-    }
-    pid.parse().ok()
-}
-
-fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // Signal 0 checks existence only. EPERM means it exists (another user's).
-    // SAFETY: kill with signal 0 sends nothing and touches no memory.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
-
-/// Remove temp files that a killed save of `path` left behind: ours by
-/// name, and either from a process that no longer runs or older than any
-/// save takes. A save in flight (a live process, a fresh file) is left
-/// alone. Best effort: errors are ignored, the save or load goes on.
-pub fn remove_stale_temps(path: &Path) {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let Some(target) = path.file_name().and_then(|n| n.to_str()) else {
-        return;
-    };
-    let Ok(rd) = fs::read_dir(dir) else {
-        return;
-    };
-    let me = std::process::id();
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| stale_temp_pid(n, target)) else {
-            continue;
-        };
-        // Only plain files: never follow or remove anything else.
-        let Ok(meta) = e.path().symlink_metadata() else {
-            continue;
-        };
-        if !meta.file_type().is_file() {
-            continue;
-        }
-        let old = meta
-            .modified()
-            .ok()
-            .and_then(|m| m.elapsed().ok())
-            .is_some_and(|age| age > STALE_TEMP_AGE);
-        let orphan = pid != me && !process_alive(pid);
-        if old || orphan {
-            let _ = fs::remove_file(e.path());
-        }
-    }
 }

@@ -1,7 +1,8 @@
 //! Calibration files: validation messages, the stock mapping, DeepRacer
 //! import/export, the project's own format and atomic saving.
 
-use servo_driver::calibration::{atomic_write_with, Calibration, CalibrationError};
+use safe_io::atomic::write_with as atomic_write_with;
+use servo_driver::calibration::{Calibration, CalibrationError};
 use servo_driver::ChannelCalibration;
 use std::fs;
 use std::io::Write;

@@ -3,7 +3,8 @@
 //! parsers never panic on any text and accept only valid calibrations.
 
 use proptest::prelude::*;
-use servo_driver::calibration::{remove_stale_temps, MAX_CALIBRATION_BYTES};
+use safe_io::atomic::remove_stale_temps;
+use servo_driver::calibration::MAX_CALIBRATION_BYTES;
 use servo_driver::Calibration;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;

@@ -21,20 +21,15 @@ pub fn save_atomic(
     // Burn's file recorders set the extension themselves: keep `.bpk` last.
     let stem = name.strip_suffix(".bpk").unwrap_or(name);
     let tmp = dir.join(format!("{stem}.tmp.bpk"));
-    let result = (|| {
-        save(&tmp)?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, dir.join(name)).map_err(|e| e.to_string())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| format!("{}: {e}", dir.join(name).display()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    let dest = dir.join(name);
+    let result = match save(&tmp) {
+        Ok(()) => safe_io::atomic::replace_with_written(&tmp, &dest).map_err(|e| e.to_string()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    };
+    result.map_err(|e| format!("{}: {e}", dest.display()))?;
     Ok(())
 }
 
@@ -46,7 +41,7 @@ pub fn write_state<T: Serialize>(dir: &Path, algo: &str, state: &T) -> Result<()
         obj.insert("algo".into(), algo.into());
     }
     let text = serde_json::to_vec_pretty(&v).expect("a JSON value serialises");
-    policy::metadata::write_atomic(&path, &text).map_err(|e| format!("{}: {e}", path.display()))
+    safe_io::atomic::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Read `state.json`, refusing a checkpoint another algorithm wrote.

@@ -96,11 +96,11 @@ impl Dataset {
     }
 
     /// Append samples `from..` to `path` as one chunk (written to a temp
-    /// file, synced, renamed: a crash never leaves half a chunk).
+    /// file, synced, renamed, through `safe_io::atomic`: a crash never leaves
+    /// half a chunk).
     pub fn save_chunk(&self, from: usize, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        safe_io::atomic::write_with(path, |file| {
+            let mut f = std::io::BufWriter::new(file);
             f.write_all(MAGIC)?;
             f.write_all(&((self.len() - from) as u64).to_le_bytes())?;
             for i in from..self.len() {
@@ -109,10 +109,8 @@ impl Dataset {
                 f.write_all(&l.throttle.to_le_bytes())?;
                 f.write_all(self.frame(i))?;
             }
-            f.flush()?;
-            f.get_ref().sync_all()?;
-        }
-        std::fs::rename(&tmp, path)
+            f.flush()
+        })
     }
 
     /// Append a chunk written by [`Dataset::save_chunk`].

@@ -28,8 +28,8 @@ pub fn write(
         "result": extra,
     });
     let text = serde_json::to_string_pretty(&report).expect("report serialises");
-    policy::metadata::write_atomic(&dir.join("report.json"), text.as_bytes())?;
-    policy::metadata::write_atomic(&dir.join("curves.svg"), curves.as_bytes())
+    safe_io::atomic::write(&dir.join("report.json"), text.as_bytes())?;
+    safe_io::atomic::write(&dir.join("curves.svg"), curves.as_bytes())
 }
 
 /// One plotted series: title, colour, (wall-clock s, value) points, log scale.

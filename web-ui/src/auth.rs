@@ -8,7 +8,6 @@
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Argon2, PasswordVerifier};
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -154,37 +153,9 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// Temp file (0600 from creation), fsync, rename, fsync the directory.
+/// Secrets and the race history: [`safe_io::atomic::write_private`].
 pub(crate) fn write_private_atomic(path: &Path, data: &[u8]) -> Result<(), AuthError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp).map_err(io_err(&tmp))?;
-    #[cfg(unix)]
-    {
-        // `mode` is masked by the umask and ignored for an existing file.
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io_err(&tmp))?;
-    }
-    f.write_all(data).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    safe_io::atomic::write_private(path, data).map_err(io_err(path))
 }
 
 #[derive(Debug, Clone)]
