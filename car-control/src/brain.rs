@@ -12,18 +12,11 @@ pub struct StageTimes {
     pub mapping_us: f32,
 }
 
-/// An action as the stock car's navigation node computes it.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Action {
-    /// Discrete action index (-1 for continuous action spaces).
-    pub index: i32,
-    pub steering_angle_deg: f32,
-    pub speed_mps: f32,
-    /// Normalised commands for the servo driver, [-1, 1], throttle already
-    /// scaled by the max-speed setting.
-    pub steering: f32,
-    pub throttle: f32,
-}
+/// The one action type inside the car: what the policy asked for, as the
+/// stock car's navigation node computes it, with the normalised commands
+/// for the servo driver (throttle already scaled by the max-speed
+/// setting). The web UI has its own DTO, converted at the boundary.
+pub use policy::MappedAction;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -36,7 +29,7 @@ pub trait Brain: Send {
         frame: &Frame<'_>,
         max_speed_scale: f32,
         times: &mut StageTimes,
-    ) -> Result<Action, BrainError>;
+    ) -> Result<MappedAction, BrainError>;
     /// Which inference backend runs it ("tract", "onnxruntime", ...).
     fn backend(&self) -> &str;
     /// Where it was loaded from (for status and logs).

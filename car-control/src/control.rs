@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use crate::arbiter::{Arbiter, Decision, Mode, Timeouts};
-use crate::brain::{Brain, StageTimes};
+use crate::brain::{Brain, MappedAction, StageTimes};
 use crate::clock::monotonic_ns;
 use crate::commands::{Command, Shared};
 use crate::frame::{FrameSource, SourceError};
@@ -87,6 +87,8 @@ pub struct Summary {
     pub ticks: u64,
     pub inference_errors: u64,
     pub actuator_errors: u64,
+    /// See [`crate::telemetry::Sample::bad_commands`].
+    pub bad_commands: u64,
     pub source_errors: u64,
     /// Frames per second over the run, on the loop clock.
     pub fps: f64,
@@ -289,7 +291,8 @@ impl ControlLoop {
                 break end;
             }
         };
-        let summary = st.summary(end, source.dropped(), &self.arbiter, self.opts.clock);
+        let mut summary = st.summary(end, source.dropped(), &self.arbiter, self.opts.clock);
+        summary.bad_commands = self.wheels.bad_commands();
         self.source = source;
         summary
     }
@@ -418,15 +421,7 @@ impl ControlLoop {
         if self.opts.publish_frames && shared.frame.wanted(monotonic_ns() / 1_000_000, 2_000) {
             shared.frame.publish_with(
                 frame,
-                (action.index >= 0 || action.speed_mps != 0.0).then_some(
-                    crate::telemetry::FrameAction {
-                        index: action.index,
-                        steering_angle_deg: action.steering_angle_deg,
-                        speed_mps: action.speed_mps,
-                        steering: action.steering,
-                        throttle: action.throttle,
-                    },
-                ),
+                (action.index.is_some() || action.speed_mps != 0.0).then_some(action),
             );
         }
     }
@@ -509,7 +504,7 @@ impl ControlLoop {
     fn actuate_and_fill(
         &mut self,
         now: u64,
-        action: &crate::brain::Action,
+        action: &MappedAction,
         times: &StageTimes,
         st: &mut RunState,
         sample: &mut Sample,
@@ -539,6 +534,7 @@ impl ControlLoop {
         sample.frames = st.frames;
         sample.inference_errors = st.inference_errors;
         sample.actuator_errors = st.actuator_errors;
+        sample.bad_commands = self.wheels.bad_commands();
         act_us
     }
 
@@ -571,13 +567,7 @@ impl ControlLoop {
 }
 
 /// The action of a tick without one.
-const NO_ACTION: crate::brain::Action = crate::brain::Action {
-    index: -1,
-    steering_angle_deg: 0.0,
-    speed_mps: 0.0,
-    steering: 0.0,
-    throttle: 0.0,
-};
+const NO_ACTION: MappedAction = MappedAction::NEUTRAL;
 
 /// Stands in for the source while the run holds it (see `run_inner`).
 struct Detached;
@@ -611,7 +601,7 @@ struct RunState {
     prev_frame_tick: Option<u64>,
     last_pulses: Option<servo_driver::Pulses>,
     /// The last decided action (kept while frames come without a brain).
-    action: crate::brain::Action,
+    action: MappedAction,
     start_mono: u64,
     /// `--duration` in ns, counted from the first frame.
     deadline: Option<u64>,
@@ -660,6 +650,7 @@ impl RunState {
             ticks: self.ticks,
             inference_errors: self.inference_errors,
             actuator_errors: self.actuator_errors,
+            bad_commands: 0,
             source_errors: self.source_errors,
             fps,
             elapsed_s,
@@ -748,7 +739,7 @@ fn fill(
     s: &mut Sample,
     d: Decision,
     a: &Arbiter,
-    action: &crate::brain::Action,
+    action: &MappedAction,
     pulses: Option<servo_driver::Pulses>,
     times: &StageTimes,
     act_us: f32,
@@ -761,7 +752,8 @@ fn fill(
     s.estop = a.estop_latched();
     s.stalled = a.stalled();
     s.max_speed_pct = a.max_speed_pct();
-    s.action_index = action.index;
+    // -1: no discrete index (continuous space, or no action this tick).
+    s.action_index = action.index.map_or(-1, |i| i as i32);
     s.steering_angle_deg = action.steering_angle_deg;
     s.speed_mps = action.speed_mps;
     s.steering = action.steering;

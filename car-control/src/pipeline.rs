@@ -9,7 +9,7 @@ use std::time::Instant;
 use policy::{ActionMapper, Backend, GraphFormat, Model, ModelFiles, ModelMetadata, Preprocessor};
 use servo_driver::{Channel, Pulses, ServoDriver};
 
-use crate::brain::{Action, Brain, BrainError, StageTimes};
+use crate::brain::{Brain, BrainError, MappedAction, StageTimes};
 use crate::commands::{ModelState, Shared};
 use crate::frame::{Frame, PixelFormat};
 use crate::wheels::{Wheels, WheelsError};
@@ -168,7 +168,7 @@ impl Brain for PolicyBrain {
         frame: &Frame<'_>,
         max_speed_scale: f32,
         t: &mut StageTimes,
-    ) -> Result<Action, BrainError> {
+    ) -> Result<MappedAction, BrainError> {
         let t0 = Instant::now();
         self.preprocess(frame)?;
         let t1 = Instant::now();
@@ -179,13 +179,7 @@ impl Brain for PolicyBrain {
         t.preprocess_us = (t1 - t0).as_secs_f32() * 1e6;
         t.inference_us = (t2 - t1).as_secs_f32() * 1e6;
         t.mapping_us = (t3 - t2).as_secs_f32() * 1e6;
-        Ok(Action {
-            index: m.index.map(|i| i as i32).unwrap_or(-1),
-            steering_angle_deg: m.steering_angle_deg,
-            speed_mps: m.speed_mps,
-            steering: m.steering,
-            throttle: m.throttle,
-        })
+        Ok(m)
     }
 
     fn backend(&self) -> &str {
@@ -245,6 +239,11 @@ impl Wheels for ServoWheels {
 
     fn backend(&self) -> &'static str {
         self.driver.backend()
+    }
+
+    fn bad_commands(&self) -> u64 {
+        let b = self.driver.bad_commands();
+        b.nan + b.out_of_range
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use crate::arbiter::Mode;
 use crate::frame::PixelFormat;
+use policy::MappedAction;
 
 /// One control-loop tick. Latencies in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -55,6 +56,9 @@ pub struct Sample {
     pub dropped: u64,
     pub inference_errors: u64,
     pub actuator_errors: u64,
+    /// Commands the servo driver did not take as given (NaN replaced by
+    /// neutral, out of range clamped), counted since the driver opened.
+    pub bad_commands: u64,
 }
 
 impl Sample {
@@ -63,7 +67,7 @@ impl Sample {
     }
 }
 
-const WORDS: usize = 17;
+const WORDS: usize = 18;
 
 fn pack(s: &Sample) -> [u64; WORDS] {
     let f = |a: f32, b: f32| u64::from(a.to_bits()) | (u64::from(b.to_bits()) << 32);
@@ -91,6 +95,7 @@ fn pack(s: &Sample) -> [u64; WORDS] {
         s.actuator_errors,
         f(s.wire_steering, s.wire_throttle),
         s.tick,
+        s.bad_commands,
     ]
 }
 
@@ -128,6 +133,7 @@ fn unpack(w: &[u64; WORDS]) -> Sample {
         wire_steering: lo(w[15]),
         wire_throttle: hi(w[15]),
         tick: w[16],
+        bad_commands: w[17],
     }
 }
 
@@ -239,7 +245,7 @@ pub struct FrameMeta {
     pub height: u32,
     pub seq: u64,
     pub timestamp_ns: u64,
-    pub action: Option<FrameAction>,
+    pub action: Option<MappedAction>,
 }
 
 /// A copy of the latest frame, as a reader gets it.
@@ -253,18 +259,8 @@ pub struct FrameCopy {
     pub timestamp_ns: u64,
 }
 
-/// The action drawn over a published frame.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct FrameAction {
-    pub index: i32,
-    pub steering_angle_deg: f32,
-    pub speed_mps: f32,
-    pub steering: f32,
-    pub throttle: f32,
-}
-
 struct Buf {
-    action: Option<FrameAction>,
+    action: Option<MappedAction>,
     data: Vec<u8>,
     len: usize,
     format: PixelFormat,
@@ -347,7 +343,7 @@ impl FrameSlot {
     }
 
     /// Writer: publish a frame with the action chosen for it.
-    pub fn publish_with(&self, f: &crate::frame::Frame<'_>, action: Option<FrameAction>) -> bool {
+    pub fn publish_with(&self, f: &crate::frame::Frame<'_>, action: Option<MappedAction>) -> bool {
         if f.data.len() > self.capacity {
             return false;
         }

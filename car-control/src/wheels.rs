@@ -27,4 +27,9 @@ pub trait Wheels: Send {
         Err(WheelsError("this output has no calibration".into()))
     }
     fn backend(&self) -> &'static str;
+    /// Commands the driver did not take as given (NaN, out of range): a
+    /// sign of a broken model or arbiter, shown in telemetry.
+    fn bad_commands(&self) -> u64 {
+        0
+    }
 }

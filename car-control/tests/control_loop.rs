@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use car_control::arbiter::{DriveMode, Mode};
-use car_control::brain::{Action, Brain, BrainError, StageTimes};
+use car_control::brain::{Brain, BrainError, MappedAction, StageTimes};
 use car_control::commands::{Command, Shared};
 use car_control::control::{ControlLoop, EndReason, LoopClock, LoopOptions};
 use car_control::frame::{Frame, FrameSource, PixelFormat, SourceError};
@@ -71,12 +71,12 @@ impl Brain for FixedBrain {
         f: &Frame<'_>,
         scale: f32,
         _t: &mut StageTimes,
-    ) -> Result<Action, BrainError> {
+    ) -> Result<MappedAction, BrainError> {
         if self.fail.contains(&f.seq) {
             return Err(BrainError("injected inference failure".into()));
         }
-        Ok(Action {
-            index: 0,
+        Ok(MappedAction {
+            index: Some(0),
             steering_angle_deg: 0.0,
             speed_mps: 1.0,
             steering: 0.0,
@@ -480,4 +480,53 @@ fn recorder_in_the_loop_never_blocks_and_counts_drops() {
         })
         .count() as u64;
     assert_eq!(files, r.recorded);
+}
+
+#[test]
+fn commands_the_driver_did_not_take_reach_telemetry_and_the_summary() {
+    // The real driver on its simulated output: a NaN steering and an
+    // out-of-range throttle are each replaced or clamped, and counted.
+    let actuator = servo_driver::ActuatorConfig {
+        backend: servo_driver::BackendKind::Sim,
+        ..Default::default()
+    };
+    let driver = servo_driver::config::open_with_calibration(
+        &actuator,
+        servo_driver::Calibration::stock(),
+        None,
+    )
+    .unwrap();
+    let mut wheels = car_control::pipeline::ServoWheels { driver, actuator };
+    wheels.drive(f32::NAN, 2.0).unwrap();
+    assert_eq!(wheels.bad_commands(), 2);
+
+    let sh = shared();
+    let src = ScriptedSource {
+        n: 0,
+        end: 10,
+        stall: 0..0,
+        buf: vec![0; 16],
+        t: 0,
+    };
+    let brain = FixedBrain {
+        fail: 0..0,
+        name: "fixed",
+        throttle: 1.0,
+    };
+    let mut lp = ControlLoop::new(
+        Box::new(src),
+        Some(Box::new(brain)),
+        Box::new(wheels),
+        sh.clone(),
+        opts(),
+    );
+    autonomous(&mut lp, 50);
+    let s = lp.run();
+    // The arbiter only ever sends finite, in-range commands: the count
+    // stays at what the driver saw before, in every tick and at the end.
+    assert_eq!(s.bad_commands, 2);
+    let mut v = Vec::new();
+    sh.telemetry.read_since(0, &mut v);
+    assert_eq!(v.len(), 10);
+    assert!(v.iter().all(|t| t.bad_commands == 2), "{v:?}");
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use car_control::arbiter::{DriveMode, Mode};
-use car_control::brain::{Action, Brain, BrainError, StageTimes};
+use car_control::brain::{Brain, BrainError, MappedAction, StageTimes};
 use car_control::commands::{event, Command, Shared};
 use car_control::control::{ControlLoop, LoopClock, LoopOptions};
 use car_control::frame::{Frame, FrameSource, PixelFormat, SourceError};
@@ -132,7 +132,7 @@ impl Brain for Driver {
         f: &Frame<'_>,
         scale: f32,
         _: &mut StageTimes,
-    ) -> Result<Action, BrainError> {
+    ) -> Result<MappedAction, BrainError> {
         if self.bad.contains(&f.seq) {
             self.fault_at
                 .lock()
@@ -143,10 +143,9 @@ impl Brain for Driver {
                 None => panic!("injected engine panic"),
             }
         }
-        Ok(Action {
-            index: -1,
+        Ok(MappedAction {
             throttle: scale,
-            ..Default::default()
+            ..MappedAction::NEUTRAL
         })
     }
     fn backend(&self) -> &str {

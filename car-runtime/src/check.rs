@@ -10,17 +10,17 @@
 //! deadline, so a hostile model kills at most the child.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
-use car_runtime::brain::{Brain, StageTimes};
 use car_runtime::config::BackendChoice;
-use car_runtime::frame::{Frame, PixelFormat};
-use car_runtime::pipeline::{self, PolicyBrain};
-use policy::check::{crash_message, run_child, ChildLimits, ChildOutcome};
+use car_runtime::frame::PixelFormat;
+use car_runtime::pipeline;
+use policy::check::{
+    check_model_on, crash_message, run_child, ChildLimits, ChildOutcome, TestFrame,
+};
 
 #[derive(Args)]
 #[command(after_help = "Exit status:\n  \
@@ -201,6 +201,7 @@ fn apply_child_limits(l: &ChildLimits) -> std::io::Result<()> {
             rlim_cur: (soft as libc::rlim_t).min(hard),
             rlim_max: hard,
         };
+        // SAFETY: setrlimit reads the rlimit we own for the call.
         if unsafe { libc::setrlimit(res, &new) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -228,7 +229,8 @@ fn err(unavailable: bool, e: impl std::fmt::Display) -> Value {
     json!({"error": e.to_string(), "unavailable": unavailable})
 }
 
-/// One backend, in this process. Err carries the JSON error object.
+/// One backend, in this process, through the one model check
+/// (`policy::check::check_model_on`). Err carries the JSON error object.
 fn check_one(
     path: &Path,
     image: Option<&Path>,
@@ -236,122 +238,39 @@ fn check_one(
     lib: Option<&str>,
 ) -> Result<Value, Value> {
     let b = pipeline::init_backend(backend, lib.unwrap_or("")).map_err(|e| err(true, e))?;
-    let t = Instant::now();
-    let model = policy::Model::load(path, &b).map_err(|e| err(false, e))?;
-    let load_ms = t.elapsed().as_secs_f64() * 1e3;
-    let spec = *model.policy.input_spec();
-    let engine = model.policy.backend_name().to_string();
-    let action_space = match &model.metadata.action_space {
-        policy::ActionSpace::Discrete(a) => format!("discrete, {} actions", a.len()),
-        policy::ActionSpace::Continuous {
-            steering_angle,
-            speed,
-        } => format!(
-            "continuous, steering {}..{} deg, speed {}..{} m/s",
-            steering_angle.low, steering_angle.high, speed.low, speed.high
-        ),
+    // The frame: the given picture as the camera would deliver it, or a
+    // simulator frame at the camera's 640x480.
+    let frame = match image {
+        Some(p) => TestFrame::from_image(p).map_err(|e| err(false, e))?,
+        None => sim_frame().map_err(|e| err(false, e))?,
     };
-    let sensors: Vec<&str> = model.metadata.sensor.iter().map(|s| s.as_str()).collect();
-    // What the web UI shows for an upload (`RuntimeApi::validate_model`).
-    let summary = json!({
-        "action_space": match &model.metadata.action_space {
-            policy::ActionSpace::Discrete(a) => format!("discrete, {} actions", a.len()),
-            policy::ActionSpace::Continuous { .. } => "continuous".into(),
-        },
-        "input": format!(
-            "[{}] {}",
-            spec.shape().map(|d| d.to_string()).join(","),
-            spec.layout.as_str()
-        ),
-        "sensors": sensors,
-    });
-    let mut brain = PolicyBrain::new(model);
-    // The frame: the given picture as the camera would deliver it (a JPEG
-    // as MJPEG, anything else as RGB), or a simulator frame at 640x480.
-    let (data, format, w, h, what) = match image {
-        Some(p) => {
-            let bytes = safe_io::read_limited(p, policy::check::MAX_IMAGE_BYTES)
-                .map_err(|e| err(false, e.to_string()))?;
-            let is_jpeg = bytes.starts_with(&[0xFF, 0xD8]);
-            if is_jpeg {
-                let (w, h) = car_runtime::source::replay::jpeg_size(&bytes)
-                    .ok_or_else(|| err(false, format!("{}: not a readable JPEG", p.display())))?;
-                (
-                    bytes,
-                    PixelFormat::Jpeg,
-                    w,
-                    h,
-                    format!("{} ({w}x{h} JPEG)", p.display()),
-                )
-            } else {
-                let img = image::load_from_memory(&bytes)
-                    .map_err(|e| err(false, format!("{}: {e}", p.display())))?
-                    .to_rgb8();
-                let (w, h) = img.dimensions();
-                (
-                    img.into_raw(),
-                    PixelFormat::Rgb8,
-                    w,
-                    h,
-                    format!("{} ({w}x{h})", p.display()),
-                )
-            }
-        }
-        None => {
-            let mut s = sim::Sim::new(
-                sim::Track::builtin_names()
-                    .first()
-                    .and_then(|n| sim::Track::builtin(n))
-                    .expect("built-in track"),
-                sim::SimConfig::default(),
-            );
-            s.reset(0);
-            let mut buf = vec![0u8; 640 * 480 * 3];
-            s.render_into(&mut buf, 640, 480, sim::Channels::Rgb)
-                .map_err(|e| err(false, e))?;
-            (
-                buf,
-                PixelFormat::Rgb8,
-                640,
-                480,
-                "simulator frame 640x480 RGB".to_string(),
-            )
-        }
-    };
-    let frame = Frame {
-        data: &data,
-        format,
-        width: w,
-        height: h,
-        timestamp_ns: 0,
-        seq: 0,
-    };
-    let mut times = StageTimes::default();
-    brain
-        .decide(&frame, 1.0, &mut times)
-        .map_err(|e| err(false, e))?;
-    // Again for the steady-state inference time (the first run warms
-    // caches). A second run that fails (NaN outputs...) refuses the model
-    // as surely as the first.
-    let action = brain
-        .decide(&frame, 1.0, &mut times)
-        .map_err(|e| err(false, e))?;
-    let outputs = brain.outputs().to_vec();
-    Ok(json!({
-        "backend": engine,
-        "outputs": outputs,
-        "action": {
-            "index": (action.index >= 0).then_some(action.index),
-            "steering_angle": action.steering_angle_deg,
-            "speed": action.speed_mps,
-            "steering": action.steering,
-            "throttle": action.throttle,
-        },
-        "load_ms": load_ms,
-        "inference_ms": f64::from(times.inference_us) / 1e3,
-        "input": {"shape": spec.shape(), "layout": spec.layout.as_str()},
-        "action_space": action_space,
-        "frame": what,
-        "summary": summary,
-    }))
+    let report = check_model_on(path, &b, &frame).map_err(|e| err(false, e))?;
+    Ok(report.to_json())
+}
+
+/// The first built-in track's start, rendered as the camera sees it.
+fn sim_frame() -> Result<TestFrame, String> {
+    let name = sim::Track::builtin_names()
+        .first()
+        .copied()
+        .ok_or("no built-in track")?;
+    let track = sim::Track::builtin(name).ok_or("no built-in track")?;
+    let mut s = sim::Sim::new(track, sim::SimConfig::default());
+    s.reset(0);
+    let (width, height) = (640u32, 480u32);
+    let mut data = vec![0u8; 640 * 480 * 3];
+    s.render_into(
+        &mut data,
+        width as usize,
+        height as usize,
+        sim::Channels::Rgb,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(TestFrame {
+        data,
+        format: PixelFormat::Rgb8,
+        width,
+        height,
+        name: "simulator frame 640x480 RGB".to_string(),
+    })
 }

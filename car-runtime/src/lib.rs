@@ -1,4 +1,5 @@
-//! The daemon as an app: configuration, the adapter that gives the web UI
+//! The daemon as an app: configuration, the daemon's assembly
+//! ([`daemon::assemble`], which tests call), the adapter that gives the web UI
 //! its [`web_ui::CarApi`] over the control crate's shared state, and (in
 //! `main.rs`) the CLI. The control thread and everything it shares live
 //! in `car-control`; its modules are re-exported here under their old
@@ -11,4 +12,5 @@ pub use car_control::{
 };
 
 pub mod config;
+pub mod daemon;
 pub mod web;

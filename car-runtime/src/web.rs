@@ -327,7 +327,7 @@ impl CarApi for RuntimeApi {
         out.width = m.width;
         out.height = m.height;
         out.action = m.action.map(|a| FrameAction {
-            index: (a.index >= 0).then_some(a.index as u32),
+            index: a.index.map(|i| i as u32),
             steering_angle_deg: a.steering_angle_deg,
             speed_mps: a.speed_mps,
             steering: a.steering,

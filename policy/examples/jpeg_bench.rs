@@ -7,36 +7,12 @@
 //! which has twice the chroma blocks of a webcam's 4:2:2: a harder case).
 //! Exits non-zero if our decoder allocated after warm-up.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use policy::jpeg::{JpegDecoder, Scale};
 
-/// Counts every allocation and reallocation in the process.
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: test_support::alloc::CountingAlloc = test_support::alloc::CountingAlloc;
 
 const W: usize = 640;
 const H: usize = 480;
@@ -52,49 +28,9 @@ fn frames_timed() -> usize {
         .unwrap_or(1000)
 }
 
-/// A track seen from the car: floor, dark road with white edges and a
-/// dashed centre line, red/white kerbs, the wall above, noise on top.
+/// A track seen from the car (see `test_support::frames`).
 fn scene(seed: u32) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(2654435761) | 1;
-    let mut out = Vec::with_capacity(W * H * 3);
-    let horizon = H as f32 * 0.35;
-    for y in 0..H {
-        for x in 0..W {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            let n = (s % 17) as f32 - 8.0;
-            let (fx, fy) = (x as f32, y as f32);
-            let mut rgb = if fy < horizon {
-                [150.0 + 60.0 * fy / horizon, 170.0, 200.0]
-            } else {
-                [70.0, 110.0 + 30.0 * (fy - horizon) / H as f32, 60.0]
-            };
-            if fy >= horizon {
-                let t = (fy - horizon) / (H as f32 - horizon);
-                let centre = W as f32 * (0.5 + 0.1 * (t * 3.0 + seed as f32).sin());
-                let half = W as f32 * (0.05 + 0.4 * t);
-                let d = (fx - centre).abs();
-                if d < half {
-                    rgb = [60.0, 60.0, 65.0];
-                    if d < 2.0 + 4.0 * t && ((fy * 0.15 / (0.2 + t)) as i32) % 2 == 0 {
-                        rgb = [220.0, 200.0, 40.0];
-                    }
-                    if d > half * 0.92 {
-                        rgb = [235.0, 235.0, 235.0];
-                    }
-                } else if d < half * 1.1 {
-                    rgb = if ((fy / 6.0) as i32) % 2 == 0 {
-                        [200.0, 40.0, 40.0]
-                    } else {
-                        [230.0, 230.0, 230.0]
-                    };
-                }
-            }
-            out.extend(rgb.map(|c| (c + n).clamp(0.0, 255.0) as u8));
-        }
-    }
-    out
+    test_support::frames::track_scene(W, H, 3, seed)
 }
 
 struct Stats {
@@ -111,7 +47,7 @@ fn measure(frames: &[Vec<u8>], mut f: impl FnMut(&[u8])) -> Stats {
     }
     let n = frames_timed();
     let mut t = Vec::with_capacity(n);
-    let a0 = ALLOCS.load(Ordering::Relaxed);
+    let a0 = test_support::alloc::allocations();
     for i in 0..n {
         let frame = &frames[i % frames.len()];
         let start = Instant::now();
@@ -119,7 +55,7 @@ fn measure(frames: &[Vec<u8>], mut f: impl FnMut(&[u8])) -> Stats {
         t.push(start.elapsed().as_secs_f64() * 1e3);
     }
     // The timing Vec was preallocated: every allocation counted is f's.
-    let allocs = ALLOCS.load(Ordering::Relaxed) - a0;
+    let allocs = test_support::alloc::allocations() - a0;
     let mean_ms = t.iter().sum::<f64>() / t.len() as f64;
     t.sort_by(f64::total_cmp);
     let pct = |p: f64| t[((t.len() - 1) as f64 * p).round() as usize];

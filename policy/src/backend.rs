@@ -317,6 +317,10 @@ fn load_one(path: &Path) -> Result<(String, ort::sys::OrtApi), BackendError> {
     // SAFETY: loading ONNX Runtime runs its static initialisers, which is
     // what we want; the library stays loaded for the life of the process.
     let lib = unsafe { libloading::Library::new(path) }.map_err(|e| err(e.to_string()))?;
+    // SAFETY: `OrtGetApiBase` is ONNX Runtime's documented entry point with
+    // this signature; the `OrtApiBase` it returns is checked for null and
+    // points at static data of the library, which stays loaded; the version
+    // string it gives is a NUL-terminated static C string (checked for null).
     let (version, api) = unsafe {
         let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
             lib.get(b"OrtGetApiBase\0")

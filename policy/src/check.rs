@@ -1,5 +1,9 @@
 //! Load a model, run one frame through the car's own pipeline and report
-//! what came out. `car-runtime check-model` prints this.
+//! what came out: the one model check there is. `car-runtime check-model`
+//! prints its report, the daemon's check child (below, [`check_in_child`])
+//! sends the same report back as JSON before any model is loaded, and the
+//! car's `PolicyBrain` runs the same three calls (preprocess, infer, map)
+//! on every camera frame.
 
 use crate::action::{ActionMapper, MappedAction};
 use crate::backend::Backend;
@@ -28,6 +32,92 @@ pub enum CheckError {
     Inference(#[from] PolicyError),
 }
 
+/// The frame a check feeds the model, as a camera would deliver it.
+#[derive(Debug, Clone)]
+pub struct TestFrame {
+    pub data: Vec<u8>,
+    pub format: PixelFormat,
+    pub width: u32,
+    pub height: u32,
+    /// What it is, for the report ("frame.jpg (640x480 JPEG)").
+    pub name: String,
+}
+
+impl TestFrame {
+    /// A picture file as the camera would deliver it: a JPEG stays JPEG
+    /// (the car's MJPEG path, fast luma decode and all), anything else the
+    /// `image` crate reads becomes RGB. Bounded read: a FIFO or a huge file
+    /// is refused, naming the file.
+    pub fn from_image(path: &Path) -> Result<TestFrame, CheckError> {
+        let file = path.display().to_string();
+        let bad = |message: String| CheckError::Image {
+            file: file.clone(),
+            message,
+        };
+        let bytes = safe_io::read_limited(path, MAX_IMAGE_BYTES).map_err(|e| bad(e.reason()))?;
+        if bytes.starts_with(&[0xFF, 0xD8]) {
+            let (width, height) = image::ImageReader::new(std::io::Cursor::new(&bytes))
+                .with_guessed_format()
+                .ok()
+                .and_then(|r| r.into_dimensions().ok())
+                .ok_or_else(|| bad("not a readable JPEG".into()))?;
+            return Ok(TestFrame {
+                data: bytes,
+                format: PixelFormat::Jpeg,
+                width,
+                height,
+                name: format!("{file} ({width}x{height} JPEG)"),
+            });
+        }
+        let rgb = image::load_from_memory(&bytes)
+            .map_err(|e| bad(e.to_string()))?
+            .to_rgb8();
+        let (width, height) = rgb.dimensions();
+        Ok(TestFrame {
+            data: rgb.into_raw(),
+            format: PixelFormat::Rgb8,
+            width,
+            height,
+            name: format!("{file} ({width}x{height})"),
+        })
+    }
+
+    /// A 640x480 grey test frame with structure (a bright road-like band
+    /// and a gradient), so a model's output depends on it.
+    pub fn synthetic() -> TestFrame {
+        let (w, h) = (640usize, 480usize);
+        let mut v = vec![0u8; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                let road = (x as i64 - 320).abs() < (y as i64 / 2 + 40);
+                v[y * w + x] = if road && y > 200 {
+                    180
+                } else {
+                    ((x + y) / 8 % 96) as u8
+                };
+            }
+        }
+        TestFrame {
+            data: v,
+            format: PixelFormat::Gray8,
+            width: w as u32,
+            height: h as u32,
+            name: "synthetic 640x480 grey".into(),
+        }
+    }
+
+    fn frame(&self) -> Frame<'_> {
+        Frame {
+            data: &self.data,
+            format: self.format,
+            width: self.width,
+            height: self.height,
+            timestamp_ns: 0,
+            seq: 0,
+        }
+    }
+}
+
 /// Everything `check-model` shows for one backend.
 #[derive(Debug, Clone)]
 pub struct CheckReport {
@@ -35,21 +125,41 @@ pub struct CheckReport {
     pub graph: String,
     pub format: &'static str,
     pub input: InputSpec,
-    pub output_len: usize,
     pub action_space: ActionSpace,
+    pub sensors: Vec<String>,
     /// Raw policy outputs for the frame.
     pub outputs: Vec<f32>,
     /// Mapped at 100 % max speed, so the throttle shows the model's intent.
     pub action: MappedAction,
     pub load_ms: f64,
+    /// Steady state: the second run (the first warms the engine's caches).
     pub inference_ms: f64,
-    /// What was fed: the image file, or "synthetic".
+    /// What was fed ([`TestFrame::name`]).
     pub frame: String,
 }
 
 impl CheckReport {
-    /// The JSON `check-model --json` prints.
+    /// The JSON a check child prints and `check-model` reads back; its
+    /// `summary` is what the web UI shows for an upload.
     pub fn to_json(&self) -> serde_json::Value {
+        let space = &self.action_space;
+        let (description, short) = match space {
+            ActionSpace::Discrete(a) => {
+                let d = format!("discrete, {} actions", a.len());
+                (d.clone(), d)
+            }
+            ActionSpace::Continuous {
+                steering_angle,
+                speed,
+            } => (
+                format!(
+                    "continuous, steering {}..{} deg, speed {}..{} m/s",
+                    steering_angle.low, steering_angle.high, speed.low, speed.high
+                ),
+                "continuous".to_string(),
+            ),
+        };
+        let shape = self.input.shape();
         json!({
             "backend": self.backend,
             "outputs": self.outputs,
@@ -62,133 +172,78 @@ impl CheckReport {
             },
             "load_ms": self.load_ms,
             "inference_ms": self.inference_ms,
-            "input": {
-                "layout": self.input.layout.as_str(),
-                "width": self.input.width,
-                "height": self.input.height,
-                "channels": self.input.channels,
-            },
-            "output_len": self.output_len,
-            "action_space_type": self.action_space.type_name(),
-            "format": self.format,
-            "graph": self.graph,
+            "input": {"shape": shape, "layout": self.input.layout.as_str()},
+            "action_space": description,
             "frame": self.frame,
+            "summary": {
+                "action_space": short,
+                "input": format!(
+                    "[{}] {}",
+                    shape.map(|d| d.to_string()).join(","),
+                    self.input.layout.as_str()
+                ),
+                "sensors": self.sensors,
+            },
         })
     }
 }
 
-/// A 640x480 grey test frame with structure (a bright road-like band and a
-/// gradient), so a model's output depends on it.
-pub fn synthetic_frame() -> Vec<u8> {
-    let (w, h) = (640usize, 480usize);
-    let mut v = vec![0u8; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            let road = (x as i64 - 320).abs() < (y as i64 / 2 + 40);
-            v[y * w + x] = if road && y > 200 {
-                180
-            } else {
-                ((x + y) / 8 % 96) as u8
-            };
-        }
-    }
-    v
-}
-
-/// Load `path` on `backend`, run one frame (the image file, preprocessed as
-/// a camera frame; or a synthetic 640x480 frame) and time both.
-pub fn check_model(
+/// Load `path` on `backend` and run `frame` through the car's pipeline
+/// twice: a failure on either run (NaN outputs...) refuses the model as
+/// surely as a load error, and the second run gives the steady-state
+/// inference time.
+pub fn check_model_on(
     path: &Path,
     backend: &Backend,
-    image: Option<&Path>,
+    frame: &TestFrame,
 ) -> Result<CheckReport, CheckError> {
     let start = Instant::now();
     let mut model = Model::load(path, backend)?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
     let spec = *model.policy.input_spec();
+    let mut pre = Preprocessor::new(frame.width, frame.height, frame.format, spec)?;
     let mut input = vec![0f32; spec.len()];
-    let frame_name;
-    match image {
-        Some(p) => {
-            frame_name = p.display().to_string();
-            let bytes =
-                safe_io::read_limited(p, MAX_IMAGE_BYTES).map_err(|e| CheckError::Image {
-                    file: frame_name.clone(),
-                    message: e.reason(),
-                })?;
-            let is_jpeg = bytes.starts_with(&[0xFF, 0xD8]);
-            if is_jpeg {
-                // Exactly the MJPEG camera path.
-                let (w, h) = image::ImageReader::new(std::io::Cursor::new(&bytes))
-                    .with_guessed_format()
-                    .ok()
-                    .and_then(|r| r.into_dimensions().ok())
-                    .ok_or_else(|| CheckError::Image {
-                        file: frame_name.clone(),
-                        message: "not a readable JPEG".into(),
-                    })?;
-                let mut pre = Preprocessor::new(w, h, PixelFormat::Jpeg, spec)?;
-                let frame = Frame {
-                    data: &bytes,
-                    format: PixelFormat::Jpeg,
-                    width: w,
-                    height: h,
-                    timestamp_ns: 0,
-                    seq: 0,
-                };
-                pre.run(&frame, &mut input)?;
-            } else {
-                let img = image::load_from_memory(&bytes).map_err(|e| CheckError::Image {
-                    file: frame_name.clone(),
-                    message: e.to_string(),
-                })?;
-                let rgb = img.to_rgb8();
-                let (w, h) = rgb.dimensions();
-                let mut pre = Preprocessor::new(w, h, PixelFormat::Rgb8, spec)?;
-                let frame = Frame {
-                    data: rgb.as_raw(),
-                    format: PixelFormat::Rgb8,
-                    width: w,
-                    height: h,
-                    timestamp_ns: 0,
-                    seq: 0,
-                };
-                pre.run(&frame, &mut input)?;
-            }
-        }
-        None => {
-            frame_name = "synthetic".into();
-            let data = synthetic_frame();
-            let mut pre = Preprocessor::new(640, 480, PixelFormat::Gray8, spec)?;
-            let frame = Frame {
-                data: &data,
-                format: PixelFormat::Gray8,
-                width: 640,
-                height: 480,
-                timestamp_ns: 0,
-                seq: 0,
-            };
-            pre.run(&frame, &mut input)?;
-        }
-    }
     let mut outputs = vec![0f32; model.policy.output_len()];
-    let t = Instant::now();
-    model.policy.infer(&input, &mut outputs)?;
-    let inference_ms = t.elapsed().as_secs_f64() * 1e3;
+    let mut inference_ms = 0.0;
+    for _ in 0..2 {
+        pre.run(&frame.frame(), &mut input)?;
+        let t = Instant::now();
+        model.policy.infer(&input, &mut outputs)?;
+        inference_ms = t.elapsed().as_secs_f64() * 1e3;
+    }
     let action = ActionMapper::new(&model.metadata.action_space).map(&outputs, 1.0);
     Ok(CheckReport {
         backend: model.policy.backend_name().to_string(),
         graph: model.graph_name.clone(),
         format: model.format.as_str(),
         input: spec,
-        output_len: outputs.len(),
         action_space: model.metadata.action_space.clone(),
+        sensors: model
+            .metadata
+            .sensor
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect(),
         outputs,
         action,
         load_ms,
         inference_ms,
-        frame: frame_name,
+        frame: frame.name.clone(),
     })
+}
+
+/// [`check_model_on`] the picture at `image` ([`TestFrame::from_image`]),
+/// or on [`TestFrame::synthetic`].
+pub fn check_model(
+    path: &Path,
+    backend: &Backend,
+    image: Option<&Path>,
+) -> Result<CheckReport, CheckError> {
+    let frame = match image {
+        Some(p) => TestFrame::from_image(p)?,
+        None => TestFrame::synthetic(),
+    };
+    check_model_on(path, backend, &frame)
 }
 
 /// Exit codes of `car-runtime check-model`, shared with the code that reads

@@ -7,37 +7,11 @@ mod common;
 use common::*;
 use policy::preprocess::{InputSpec, Layout, Preprocessor};
 use policy::{ActionMapper, Backend, BackendChoice, Frame, Model, PixelFormat};
-use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: AllocLayout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: AllocLayout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: AllocLayout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, n) }
-    }
-}
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: test_support::alloc::CountingAlloc = test_support::alloc::CountingAlloc;
 
-fn count<F: FnMut()>(n: usize, mut f: F) -> f64 {
-    f();
-    let before = ALLOCS.load(Ordering::Relaxed);
-    for _ in 0..n {
-        f();
-    }
-    (ALLOCS.load(Ordering::Relaxed) - before) as f64 / n as f64
-}
+use test_support::alloc::per_call as count;
 
 // One test function: the counter is process-wide and tests run in parallel.
 #[test]

@@ -6,47 +6,18 @@
 
 use policy::preprocess::{InputSpec, JpegPath, PreprocessError, Preprocessor};
 use policy::{Frame, PixelFormat};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Counts allocations and remembers the largest one.
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        LARGEST.fetch_max(n, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: test_support::alloc::CountingAlloc = test_support::alloc::CountingAlloc;
 
 /// The counters are process-wide: tests that read them take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// (allocations, largest allocation in bytes) made by `f`.
 fn measure<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
-    LARGEST.store(0, Ordering::Relaxed);
-    let before = ALLOCS.load(Ordering::Relaxed);
-    let r = f();
-    (
-        r,
-        ALLOCS.load(Ordering::Relaxed) - before,
-        LARGEST.load(Ordering::Relaxed),
-    )
+    let (r, n, largest) = test_support::alloc::measure(f);
+    (r, n as usize, largest)
 }
 
 fn camera_jpeg() -> Vec<u8> {

@@ -43,13 +43,15 @@ fn child_main(how: &str) -> ! {
             let v: Vec<u8> = Vec::with_capacity(usize::MAX / 2);
             std::hint::black_box(v);
         }
+        // SAFETY: not sound, on purpose: this child process exists to
+        // take a real fault (si_code > 0, not a sent signal) and die of it.
         "segv" => unsafe {
-            // A real fault (si_code > 0), not a sent signal.
             let p = std::hint::black_box(std::ptr::null_mut::<u32>());
             p.write_volatile(1);
         },
         sig => {
             let n: i32 = sig.parse().unwrap();
+            // SAFETY: kill on our own pid touches no memory of ours.
             unsafe { libc::kill(libc::getpid(), n) };
         }
     }

@@ -7,48 +7,14 @@ use servo_driver::sim::SimActuator;
 use servo_driver::sim_link::SimLink;
 use servo_driver::sysfs::SysfsPwm;
 use servo_driver::{Calibration, ServoDriver};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
 
-struct Counting;
-
-thread_local! {
-    static COUNT: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let _ = COUNT.try_with(|c| {
-            if c.get() {
-                ALLOCS.with(|a| a.set(a.get() + 1));
-            }
-        });
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let _ = COUNT.try_with(|c| {
-            if c.get() {
-                ALLOCS.with(|a| a.set(a.get() + 1));
-            }
-        });
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static A: test_support::alloc::CountingAlloc = test_support::alloc::CountingAlloc;
 
-fn allocations_during(mut f: impl FnMut()) -> u64 {
-    ALLOCS.with(|a| a.set(0));
-    COUNT.with(|c| c.set(true));
-    f();
-    COUNT.with(|c| c.set(false));
-    ALLOCS.with(|a| a.get())
+/// Allocations on this thread while `f` runs (other tests' threads do not count).
+fn allocations_during(f: impl FnMut()) -> u64 {
+    test_support::alloc::on_this_thread(f).1
 }
 
 fn sweep(d: &mut ServoDriver) {

@@ -16,6 +16,7 @@ fn sigterm_with_a_hung_loop_still_ends_in_neutral() {
     assert_eq!(tree.attr(0, "duty_cycle"), "1311000");
     assert!(!guard.stop_requested());
 
+    // SAFETY: raise sends a signal to this process; the guard handles it.
     unsafe { libc::raise(libc::SIGTERM) };
     let start = Instant::now();
     while !guard.stop_requested() {

@@ -210,6 +210,7 @@ fn unwritable_attribute_error_names_the_file() {
 fn permission_denied_names_file_and_suggests_udev_rule() {
     use std::os::unix::fs::PermissionsExt;
     let child_root = std::env::var_os("SERVO_DRIVER_PERM_ROOT");
+    // SAFETY: geteuid takes nothing and cannot fail.
     let euid = unsafe { libc::geteuid() };
     if let Some(root) = child_root {
         let cfg = servo_driver::config::SysfsConfig {

@@ -230,7 +230,7 @@ fn an_image_that_is_not_a_regular_file_is_refused_not_read_forever() {
     assert_eq!(r.code, Some(1), "{}", r.text);
     assert!(
         r.text
-            .contains("/dev/zero: not a regular file (a character device)"),
+            .contains("/dev/zero: cannot read the image: not a regular file (a character device)"),
         "{}",
         r.text
     );

@@ -17,59 +17,12 @@
 use super::testenc::{encode, EncOpts};
 use super::*;
 
-/// A road-like test scene: sky/floor gradient, a dark track narrowing to
-/// the horizon with white edges and a dashed yellow centre line, red/white
-/// kerbs, and sensor noise. Channels: 3 = RGB, 1 = gray.
+/// A road-like test scene (`test_support::frames::track_scene`): sky and
+/// floor gradients, a dark track narrowing to the horizon with white edges
+/// and a dashed yellow centre line, red/white kerbs, and sensor noise.
+/// Channels: 3 = RGB, 1 = gray.
 pub(super) fn scene(w: usize, h: usize, channels: usize, seed: u32) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-    let mut noise = move || {
-        s ^= s << 13;
-        s ^= s >> 17;
-        s ^= s << 5;
-        (s % 17) as f32 - 8.0
-    };
-    let mut out = Vec::with_capacity(w * h * channels);
-    let horizon = h as f32 * 0.35;
-    for y in 0..h {
-        for x in 0..w {
-            let (fx, fy) = (x as f32, y as f32);
-            let mut rgb = if fy < horizon {
-                [150.0 + 60.0 * fy / horizon, 170.0, 200.0]
-            } else {
-                [70.0, 110.0 + 30.0 * (fy - horizon) / h as f32, 60.0]
-            };
-            if fy >= horizon {
-                let t = (fy - horizon) / (h as f32 - horizon);
-                let centre = w as f32 * (0.5 + 0.1 * (t * 3.0).sin());
-                let half = w as f32 * (0.05 + 0.4 * t);
-                let d = (fx - centre).abs();
-                if d < half {
-                    rgb = [60.0, 60.0, 65.0];
-                    if d < 2.0 + 4.0 * t && ((fy * 0.15 / (0.2 + t)) as i32) % 2 == 0 {
-                        rgb = [220.0, 200.0, 40.0];
-                    }
-                    if d > half * 0.92 {
-                        rgb = [235.0, 235.0, 235.0];
-                    }
-                } else if d < half * 1.1 {
-                    rgb = if ((fy / 6.0) as i32) % 2 == 0 {
-                        [200.0, 40.0, 40.0]
-                    } else {
-                        [230.0, 230.0, 230.0]
-                    };
-                }
-            }
-            let n = noise();
-            let px = rgb.map(|c| (c + n).clamp(0.0, 255.0) as u8);
-            if channels == 1 {
-                let g = 0.299 * px[0] as f32 + 0.587 * px[1] as f32 + 0.114 * px[2] as f32;
-                out.push(g.round() as u8);
-            } else {
-                out.extend_from_slice(&px);
-            }
-        }
-    }
-    out
+    test_support::frames::track_scene(w, h, channels, seed)
 }
 
 pub(super) fn encode_with_image(pixels: &[u8], w: u32, h: u32, channels: usize, q: u8) -> Vec<u8> {

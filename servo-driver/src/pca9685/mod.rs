@@ -6,10 +6,12 @@
 //! transfers the chip's auto-increment buys nothing; it is still enabled so
 //! other tools that use block transfers keep working.
 //!
-//! The register logic talks to a [`SmbusDevice`]; [`LinuxI2c`] is the real
-//! bus, [`Pca9685Model`] an in-memory model of the chip (registers, MODE1
-//! sleep/restart semantics, PRE_SCALE writable only while asleep) that the
-//! tests drive.
+//! Three parts, by what each can break: the chip driver here (register
+//! logic, on any [`SmbusDevice`]); `bus` (private, re-exported), the Linux
+//! `i2c-dev` ioctls behind [`LinuxI2c`]; and `model`, an in-memory model of
+//! the chip (registers, MODE1 sleep/restart semantics, PRE_SCALE writable
+//! only while asleep) that tests drive, compiled only with the
+//! `test-model` feature so its test hooks are not the driver's API.
 //!
 //! Caveat of byte writes: a channel's 12-bit OFF count is two registers and
 //! the chip latches each write at the end of a PWM period, so when both bytes
@@ -20,12 +22,18 @@
 use crate::calibration::Calibration;
 use crate::config::Pca9685Config;
 use crate::{Actuator, ActuatorError, EmergencyNeutral, Pulses};
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+mod bus;
+#[cfg(feature = "test-model")]
+mod model;
+
+pub(crate) use bus::smbus_write_byte_raw;
+pub use bus::{DeviceFactory, LinuxI2c, SmbusDevice};
+#[cfg(feature = "test-model")]
+pub use model::{Output, Pca9685Model};
 
 pub const MODE1: u8 = 0x00;
 pub const MODE2: u8 = 0x01;
@@ -65,137 +73,6 @@ pub fn tick_ns(oscillator_hz: u32, prescale: u8) -> f64 {
 #[inline]
 pub fn counts_for(pulse_ns: u32, tick_ns: f64) -> u16 {
     ((pulse_ns as f64 / tick_ns).round() as i64).clamp(0, 4095) as u16
-}
-
-/// One SMBus device at a fixed address: byte-data reads and writes.
-pub trait SmbusDevice: Send {
-    fn read_byte_data(&mut self, reg: u8) -> io::Result<u8>;
-    fn write_byte_data(&mut self, reg: u8, value: u8) -> io::Result<()>;
-    /// For error messages: "/dev/i2c-1 @ 0x40".
-    fn describe(&self) -> String;
-    /// The descriptor (slave address set) for the signal-safe neutral table
-    /// ([`crate::failsafe::raw`]); `None` for devices that are not an
-    /// i2c-dev node (the in-memory test model).
-    fn into_raw_bus(self: Box<Self>) -> Option<std::os::fd::OwnedFd> {
-        None
-    }
-}
-
-/// One SMBus byte-data write on a raw i2c-dev descriptor, for the signal
-/// handler: stack data and one `ioctl`, nothing else. True on success.
-pub(crate) fn smbus_write_byte_raw(fd: i32, reg: u8, value: u8) -> bool {
-    let mut data = I2cSmbusData { byte: value };
-    let mut args = I2cSmbusIoctlData {
-        read_write: I2C_SMBUS_WRITE,
-        command: reg,
-        size: I2C_SMBUS_BYTE_DATA,
-        data: &mut data,
-    };
-    // SAFETY: args and data live on this stack frame for the whole call;
-    // ioctl is async-signal-safe.
-    unsafe { libc::ioctl(fd, I2C_SMBUS as libc::Ioctl, &mut args) >= 0 }
-}
-
-/// Opens a fresh handle on the same device (the emergency path must not
-/// share the control thread's handle).
-pub type DeviceFactory = Arc<dyn Fn() -> io::Result<Box<dyn SmbusDevice>> + Send + Sync>;
-
-// <linux/i2c-dev.h>, <linux/i2c.h>
-const I2C_SLAVE: u32 = 0x0703;
-const I2C_FUNCS: u32 = 0x0705;
-const I2C_SMBUS: u32 = 0x0720;
-const I2C_SMBUS_READ: u8 = 1;
-const I2C_SMBUS_WRITE: u8 = 0;
-const I2C_SMBUS_BYTE_DATA: u32 = 2;
-const I2C_FUNC_SMBUS_READ_BYTE_DATA: libc::c_ulong = 0x0008_0000;
-const I2C_FUNC_SMBUS_WRITE_BYTE_DATA: libc::c_ulong = 0x0010_0000;
-
-#[repr(C)]
-union I2cSmbusData {
-    byte: u8,
-    word: u16,
-    block: [u8; 34],
-}
-
-#[repr(C)]
-struct I2cSmbusIoctlData {
-    read_write: u8,
-    command: u8,
-    size: u32,
-    data: *mut I2cSmbusData,
-}
-
-/// A PCA9685 on a Linux `/dev/i2c-N` bus.
-pub struct LinuxI2c {
-    file: File,
-    bus: PathBuf,
-    address: u16,
-}
-
-impl LinuxI2c {
-    pub fn open(bus: &Path, address: u16) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).open(bus)?;
-        let fd = file.as_raw_fd();
-        let mut funcs: libc::c_ulong = 0;
-        // SAFETY: I2C_FUNCS writes one unsigned long to the pointer we pass.
-        if unsafe { libc::ioctl(fd, I2C_FUNCS as libc::Ioctl, &mut funcs) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let need = I2C_FUNC_SMBUS_READ_BYTE_DATA | I2C_FUNC_SMBUS_WRITE_BYTE_DATA;
-        if funcs & need != need {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("adapter lacks SMBus byte-data transfers (functionality {funcs:#x})"),
-            ));
-        }
-        // SAFETY: I2C_SLAVE takes the address as the integer argument.
-        if unsafe { libc::ioctl(fd, I2C_SLAVE as libc::Ioctl, address as libc::c_ulong) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(LinuxI2c {
-            file,
-            bus: bus.to_path_buf(),
-            address,
-        })
-    }
-
-    fn smbus(&mut self, read_write: u8, reg: u8, data: &mut I2cSmbusData) -> io::Result<()> {
-        let mut args = I2cSmbusIoctlData {
-            read_write,
-            command: reg,
-            size: I2C_SMBUS_BYTE_DATA,
-            data,
-        };
-        // SAFETY: args and data live on our stack for the duration of the call.
-        let r = unsafe { libc::ioctl(self.file.as_raw_fd(), I2C_SMBUS as libc::Ioctl, &mut args) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl SmbusDevice for LinuxI2c {
-    fn read_byte_data(&mut self, reg: u8) -> io::Result<u8> {
-        let mut data = I2cSmbusData { block: [0; 34] };
-        self.smbus(I2C_SMBUS_READ, reg, &mut data)?;
-        // SAFETY: the kernel filled the byte member for a byte-data read.
-        Ok(unsafe { data.byte })
-    }
-
-    fn write_byte_data(&mut self, reg: u8, value: u8) -> io::Result<()> {
-        let mut data = I2cSmbusData { byte: value };
-        self.smbus(I2C_SMBUS_WRITE, reg, &mut data)
-    }
-
-    fn describe(&self) -> String {
-        format!("{} @ {:#04x}", self.bus.display(), self.address)
-    }
-
-    fn into_raw_bus(self: Box<Self>) -> Option<std::os::fd::OwnedFd> {
-        Some(self.file.into())
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -476,223 +353,6 @@ impl Actuator for Pca9685 {
             throttle: counts_for(neutral.throttle_ns, self.tick_ns) as u32,
             steering: counts_for(neutral.steering_ns, self.tick_ns) as u32,
         }
-    }
-}
-
-/// In-memory PCA9685: the register file and the parts of the datasheet
-/// that matter to a driver. Clone it to get another handle on the same chip
-/// (as a second `open` of the bus would).
-#[derive(Clone)]
-pub struct Pca9685Model {
-    inner: Arc<Mutex<ModelState>>,
-}
-
-struct ModelState {
-    regs: [u8; 256],
-    oscillator_hz: u32,
-    /// When SLEEP was last cleared (oscillator start).
-    woke_at: Option<Instant>,
-    /// RESTART written 1 before the oscillator had its 500 us.
-    early_restarts: u32,
-    /// PRE_SCALE writes the chip ignored because it was awake.
-    ignored_prescale_writes: u32,
-    writes: Vec<(u8, u8)>,
-    fail_writes: bool,
-}
-
-/// What a channel's output pin does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    /// Oscillator asleep, or waiting for RESTART after sleep: no pulses.
-    Stopped,
-    FullOn,
-    FullOff,
-    /// High from count `on` to count `off` of every 4096-count period.
-    Pulse {
-        on: u16,
-        off: u16,
-    },
-}
-
-impl Default for Pca9685Model {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Pca9685Model {
-    /// A chip just after power-on reset.
-    pub fn new() -> Self {
-        let mut regs = [0u8; 256];
-        regs[MODE1 as usize] = MODE1_SLEEP | MODE1_ALLCALL; // 0x11
-        regs[MODE2 as usize] = MODE2_OUTDRV; // 0x04
-        regs[0x02] = 0xE2;
-        regs[0x03] = 0xE4;
-        regs[0x04] = 0xE8;
-        regs[0x05] = 0xE0;
-        for ch in 0..16u8 {
-            regs[channel_base(ch) as usize + 3] = 0x10; // LEDn_OFF_H: full off
-        }
-        regs[PRE_SCALE as usize] = 0x1E;
-        Pca9685Model {
-            inner: Arc::new(Mutex::new(ModelState {
-                regs,
-                oscillator_hz: DEFAULT_OSCILLATOR_HZ,
-                woke_at: None,
-                early_restarts: 0,
-                ignored_prescale_writes: 0,
-                writes: Vec::new(),
-                fail_writes: false,
-            })),
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, ModelState> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A device handle on this chip.
-    pub fn device(&self) -> Box<dyn SmbusDevice> {
-        Box::new(self.clone())
-    }
-
-    /// A factory for `Pca9685::open_with`.
-    pub fn factory(&self) -> DeviceFactory {
-        let m = self.clone();
-        Arc::new(move || Ok(m.device()))
-    }
-
-    pub fn reg(&self, reg: u8) -> u8 {
-        self.state().regs[reg as usize]
-    }
-
-    /// Every byte-data write so far, in order.
-    pub fn writes(&self) -> Vec<(u8, u8)> {
-        self.state().writes.clone()
-    }
-
-    pub fn clear_writes(&self) {
-        self.state().writes.clear();
-    }
-
-    /// Make every later write fail with EIO (a pulled cable).
-    pub fn set_fail_writes(&self, fail: bool) {
-        self.state().fail_writes = fail;
-    }
-
-    pub fn early_restarts(&self) -> u32 {
-        self.state().early_restarts
-    }
-
-    pub fn ignored_prescale_writes(&self) -> u32 {
-        self.state().ignored_prescale_writes
-    }
-
-    pub fn output(&self, ch: u8) -> Output {
-        let s = self.state();
-        let mode1 = s.regs[MODE1 as usize];
-        if mode1 & MODE1_SLEEP != 0 || mode1 & MODE1_RESTART != 0 {
-            return Output::Stopped;
-        }
-        let b = channel_base(ch) as usize;
-        let (on_l, on_h, off_l, off_h) = (s.regs[b], s.regs[b + 1], s.regs[b + 2], s.regs[b + 3]);
-        if off_h & 0x10 != 0 {
-            Output::FullOff
-        } else if on_h & 0x10 != 0 {
-            Output::FullOn
-        } else {
-            Output::Pulse {
-                on: u16::from(on_h & 0x0F) << 8 | u16::from(on_l),
-                off: u16::from(off_h & 0x0F) << 8 | u16::from(off_l),
-            }
-        }
-    }
-
-    /// The pulse width a scope would measure on channel `ch`, in ns.
-    pub fn pulse_ns(&self, ch: u8) -> Option<f64> {
-        let prescale = self.reg(PRE_SCALE);
-        let osc = self.state().oscillator_hz;
-        match self.output(ch) {
-            Output::Pulse { on, off } => {
-                let counts = (off as i32 - on as i32).rem_euclid(4096);
-                Some(counts as f64 * tick_ns(osc, prescale))
-            }
-            _ => None,
-        }
-    }
-
-    /// The output frequency the PRE_SCALE register gives.
-    pub fn frequency_hz(&self) -> f64 {
-        let osc = self.state().oscillator_hz as f64;
-        osc / (4096.0 * (self.reg(PRE_SCALE) as f64 + 1.0))
-    }
-
-    fn any_channel_active(s: &ModelState) -> bool {
-        (0..16u8).any(|ch| s.regs[channel_base(ch) as usize + 3] & 0x10 == 0)
-    }
-}
-
-impl SmbusDevice for Pca9685Model {
-    fn read_byte_data(&mut self, reg: u8) -> io::Result<u8> {
-        let s = self.state();
-        // ALL_LED registers are write-only and read back as zero.
-        Ok(if (ALL_LED_ON_L..PRE_SCALE).contains(&reg) {
-            0
-        } else {
-            s.regs[reg as usize]
-        })
-    }
-
-    fn write_byte_data(&mut self, reg: u8, value: u8) -> io::Result<()> {
-        let mut s = self.state();
-        if s.fail_writes {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
-        }
-        s.writes.push((reg, value));
-        match reg {
-            MODE1 => {
-                let old = s.regs[MODE1 as usize];
-                let was_asleep = old & MODE1_SLEEP != 0;
-                let asleep = value & MODE1_SLEEP != 0;
-                let mut restart = old & MODE1_RESTART;
-                if !was_asleep && asleep && Self::any_channel_active(&s) {
-                    // Sleeping with PWM running: RESTART reads 1 and the
-                    // outputs stay off until it is written 1 after wake-up.
-                    restart = MODE1_RESTART;
-                }
-                if was_asleep && !asleep {
-                    s.woke_at = Some(Instant::now());
-                }
-                if value & MODE1_RESTART != 0 && !asleep {
-                    if s.woke_at.is_some_and(|t| t.elapsed() < OSC_STARTUP) {
-                        s.early_restarts += 1;
-                    }
-                    restart = 0;
-                }
-                s.regs[MODE1 as usize] = (value & !MODE1_RESTART) | restart;
-            }
-            PRE_SCALE => {
-                if s.regs[MODE1 as usize] & MODE1_SLEEP != 0 {
-                    s.regs[PRE_SCALE as usize] = value;
-                } else {
-                    s.ignored_prescale_writes += 1;
-                }
-            }
-            r if (ALL_LED_ON_L..PRE_SCALE).contains(&r) => {
-                let off = r - ALL_LED_ON_L;
-                for ch in 0..16u8 {
-                    s.regs[(channel_base(ch) + off) as usize] = value;
-                }
-            }
-            // 0x46..=0xF9 are reserved.
-            r if r >= channel_base(16) && r < ALL_LED_ON_L => {}
-            r => s.regs[r as usize] = value,
-        }
-        Ok(())
-    }
-
-    fn describe(&self) -> String {
-        "pca9685-model @ 0x40".into()
     }
 }
 
