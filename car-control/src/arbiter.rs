@@ -22,6 +22,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Lower-case name for logs, telemetry and the web UI (`stopped`, `manual`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Stopped => "stopped",
@@ -31,6 +32,8 @@ impl Mode {
         }
     }
 
+    /// Compact code for the telemetry ring (0 stopped, 1 manual, 2 autonomous,
+    /// 3 calibration).
     pub fn to_u8(self) -> u8 {
         match self {
             Mode::Stopped => 0,
@@ -40,6 +43,7 @@ impl Mode {
         }
     }
 
+    /// Inverse of [`Self::to_u8`]; an unknown code reads as `Stopped`, the safe side.
     pub fn from_u8(v: u8) -> Mode {
         match v {
             1 => Mode::Manual,
@@ -54,14 +58,18 @@ impl Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DriveMode {
+    /// Drive from the phone's joystick ([`Mode::Manual`]).
     Manual,
+    /// Drive with the policy ([`Mode::Autonomous`]); the default.
     Autonomous,
 }
 
 /// Why the output is neutral (for telemetry; transitions are logged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NeutralReason {
+    /// The car is stopped: never started, stopped by the racer, or shut down.
     Stopped,
+    /// The emergency stop is latched: reset it, then start again.
     EStop,
     /// Autonomous, but no fresh action within the stall timeout.
     Stall,
@@ -77,10 +85,18 @@ pub enum Decision {
     /// Neutral throttle, centred steering.
     Neutral(NeutralReason),
     /// Normalised commands in [-1, 1] for the servo driver.
-    Drive { steering: f32, throttle: f32 },
+    Drive {
+        /// Steering in [-1, 1]; the calibration maps it to a pulse.
+        steering: f32,
+        /// Throttle in [-1, 1], already scaled by the max-speed setting.
+        throttle: f32,
+    },
     /// Raw pulse widths from the calibration wizard; `None` = that channel's `mid`.
     Pulses {
+        /// Steering pulse, ns; holds until the wizard sends another.
         steering_ns: Option<u32>,
+        /// Throttle pulse, ns; `None` once the wizard's last one is older than the
+        /// manual timeout.
         throttle_ns: Option<u32>,
     },
 }
@@ -88,12 +104,16 @@ pub enum Decision {
 /// Why a command was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
+    /// Start or calibration while the e-stop is latched: reset it first.
     #[error("emergency stop is latched: reset it first")]
     EStopLatched,
+    /// Calibration asked for while driving: stop the car first.
     #[error("stop the car before entering calibration")]
     NotStopped,
+    /// Calibration pulses outside calibration mode.
     #[error("not in calibration mode")]
     NotCalibrating,
+    /// A manual command outside manual mode (routine after a stop; not logged).
     #[error("not in manual mode")]
     NotManual,
 }
@@ -101,7 +121,11 @@ pub enum Refused {
 /// Timeouts in nanoseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
+    /// Autonomous: longest gap without a fresh policy action before neutral
+    /// (default 200 ms). Also the supervisor's bound for a hung loop.
     pub stall_ns: u64,
+    /// Manual (and the wizard's throttle): dead-man time after the last command
+    /// before neutral (default 250 ms).
     pub manual_ns: u64,
 }
 
@@ -114,6 +138,8 @@ impl Default for Timeouts {
     }
 }
 
+/// The per-tick state machine that decides what goes to the wheels (see the
+/// module docs). Only the control thread drives it.
 #[derive(Debug)]
 pub struct Arbiter {
     mode: Mode,
@@ -138,6 +164,8 @@ pub struct Arbiter {
 }
 
 impl Arbiter {
+    /// Stopped, e-stop clear, drive mode autonomous, max speed 0 %: nothing
+    /// moves until the racer sets a max speed and starts.
     pub fn new(timeouts: Timeouts) -> Self {
         Arbiter {
             mode: Mode::Stopped,
@@ -156,15 +184,19 @@ impl Arbiter {
         }
     }
 
+    /// What the car is doing now.
     pub fn mode(&self) -> Mode {
         self.mode
     }
+    /// The mode the next [`Self::start`] enters.
     pub fn drive_mode(&self) -> DriveMode {
         self.drive_mode
     }
+    /// True from [`Self::estop`] until [`Self::reset_estop`]: every decision is neutral.
     pub fn estop_latched(&self) -> bool {
         self.estop
     }
+    /// Max-speed setting, 0-100 %; scales the throttle in both driving modes.
     pub fn max_speed_pct(&self) -> u8 {
         self.max_speed_pct
     }
@@ -213,6 +245,8 @@ impl Arbiter {
         }
     }
 
+    /// Enter the selected drive mode, with fresh stall and dead-man clocks and
+    /// no old command. Refused while the e-stop is latched.
     pub fn start(&mut self, now_ns: u64) -> Result<(), Refused> {
         if self.estop {
             warn!(reason = "emergency stop latched", "start refused");
@@ -226,6 +260,8 @@ impl Arbiter {
         Ok(())
     }
 
+    /// Back to [`Mode::Stopped`] (neutral) and forget pending commands;
+    /// `reason` goes to the log.
     pub fn stop(&mut self, now_ns: u64, reason: &str) {
         self.set_mode(now_ns, Mode::Stopped, reason);
     }
@@ -250,6 +286,8 @@ impl Arbiter {
         self.set_mode(now_ns, Mode::Stopped, "e-stop reset");
     }
 
+    /// Set the max speed, clamped to 100 %. Manual throttle is scaled here;
+    /// policy actions are scaled by the brain from [`Self::max_speed_scale`].
     pub fn set_max_speed(&mut self, pct: u8) {
         let pct = pct.min(100);
         if pct != self.max_speed_pct {
@@ -279,6 +317,8 @@ impl Arbiter {
         }
     }
 
+    /// Enter calibration mode for the wizard's raw pulses. Only from stopped
+    /// (or calibrating); refused while driving or with the e-stop latched.
     pub fn enter_calibration(&mut self, now_ns: u64) -> Result<(), Refused> {
         if self.estop {
             return Err(Refused::EStopLatched);
@@ -290,6 +330,7 @@ impl Arbiter {
         Ok(())
     }
 
+    /// Leave calibration mode for stopped; no effect in any other mode.
     pub fn exit_calibration(&mut self, now_ns: u64) {
         if self.mode == Mode::Calibration {
             self.set_mode(now_ns, Mode::Stopped, "calibration finished");

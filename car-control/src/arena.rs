@@ -216,7 +216,10 @@ pub fn scope<R>(f: impl FnOnce() -> R) -> R {
 /// What the arena has done so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
+    /// Allocations and reallocations served by the system heap, all threads
+    /// ([`HEAP_ALLOCS`]).
     pub heap_allocs: u64,
+    /// Allocations served by the arena inside [`scope`] ([`ARENA_ALLOCS`]).
     pub arena_allocs: u64,
     /// Size of one slab (0 = no region reserved).
     pub slab: usize,
@@ -228,6 +231,8 @@ pub struct Stats {
     pub scopes: u64,
 }
 
+/// The arena's counters now (`car-runtime bench` shows them). Each field is
+/// a separate relaxed load, so they may be a few allocations apart.
 pub fn stats() -> Stats {
     Stats {
         heap_allocs: HEAP_ALLOCS.load(Ordering::Relaxed),

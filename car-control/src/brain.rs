@@ -7,8 +7,11 @@ use crate::frame::Frame;
 /// Per-stage times of one [`Brain::decide`] call, microseconds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StageTimes {
+    /// Decode (JPEG) and preprocessing, µs.
     pub preprocess_us: f32,
+    /// The model's forward pass, µs.
     pub inference_us: f32,
+    /// Policy outputs to action (the stock formulas), µs.
     pub mapping_us: f32,
 }
 
@@ -18,12 +21,17 @@ pub struct StageTimes {
 /// setting). The web UI has its own DTO, converted at the boundary.
 pub use policy::MappedAction;
 
+/// A frame the brain could not turn into an action (preprocess, inference,
+/// non-finite outputs, an engine panic). The loop counts it and the stall rule
+/// stops the car; the text is for the log.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct BrainError(pub String);
 
 /// Frame -> action. Implementations must not allocate once warm.
 pub trait Brain: Send {
+    /// Preprocess `frame`, infer, and map the outputs to an action with the
+    /// throttle scaled by `max_speed_scale` (0.0-1.0), filling in `times`.
     fn decide(
         &mut self,
         frame: &Frame<'_>,

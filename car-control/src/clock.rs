@@ -1,6 +1,8 @@
 //! CLOCK_MONOTONIC in nanoseconds: the clock V4L2 stamps frames with, so
 //! capture-to-PWM latency compares like with like.
 
+/// CLOCK_MONOTONIC now, ns: the clock of frame timestamps, received commands
+/// and the loop's heartbeat on a car.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -19,10 +19,16 @@ use crate::telemetry::{FrameSlot, TelemetryRing};
 /// through a bounded queue.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Command {
+    /// Start driving in the selected drive mode; refused while the e-stop is latched.
     Start,
+    /// Stop: neutral, mode stopped.
     Stop,
+    /// Emergency stop through the queue; [`Shared::estop`] is the path that
+    /// cannot be crowded out.
     EStop,
+    /// Clear a latched e-stop; the car stays stopped until the next `Start`.
     ResetEStop,
+    /// Manual or autonomous for the next `Start`; switches at once while driving.
     Select(DriveMode),
     /// 0-100 %.
     MaxSpeed(u8),
@@ -30,15 +36,23 @@ pub enum Command {
     /// counted from `received_ns` (CLOCK_MONOTONIC when the web server got
     /// it; 0 = when the loop takes it), so time spent in the queue counts.
     Manual {
+        /// Steering in [-1, 1].
         steering: f32,
+        /// Throttle in [-1, 1], before the max-speed scale.
         throttle: f32,
+        /// When it was received, CLOCK_MONOTONIC ns; 0 = when the loop takes it.
         received_ns: u64,
     },
+    /// Enter the calibration wizard's mode; only while stopped.
     EnterCalibration,
+    /// Leave calibration mode for stopped.
     ExitCalibration,
     /// Raw pulse widths while calibrating; `None` leaves that channel as it is.
     CalibrationPulses {
+        /// Steering pulse, ns; holds until changed.
         steering_ns: Option<u32>,
+        /// Throttle pulse, ns; expires after the manual timeout, so the wizard
+        /// re-sends it while a button is held.
         throttle_ns: Option<u32>,
     },
     /// Re-read the calibration file (after the web UI saved one).
@@ -51,6 +65,7 @@ pub enum Command {
 
 /// Queue sizes are powers of two (heapless requirement).
 pub const COMMAND_QUEUE: usize = 64;
+/// The loop's command queue: a full queue refuses a command, never waits.
 pub type CommandQueue = Queue<Command, COMMAND_QUEUE>;
 /// Models ready to swap in, and old ones handed back to be dropped off the loop.
 pub type ModelQueue = Queue<Box<dyn Brain>, 4>;
@@ -74,6 +89,7 @@ pub enum ModelState {
 /// Which model drives and what became of the last load request.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModelStatus {
+    /// Where the loader stands.
     pub state: ModelState,
     /// Path of the model folder or archive that drives now, if any.
     pub active: Option<String>,
@@ -85,16 +101,30 @@ pub struct ModelStatus {
 
 /// Last notable event, as a code the loop can store without allocating.
 pub mod event {
+    /// Nothing to report.
     pub const NONE: u8 = 0;
+    /// A start was refused: the e-stop is latched.
     pub const START_REFUSED_ESTOP: u8 = 1;
+    /// Calibration was refused: the car was not stopped.
     pub const CALIBRATION_REFUSED: u8 = 2;
+    /// A new model took over.
     pub const MODEL_SWAPPED: u8 = 3;
+    /// Inference started failing; the stall rule holds the car in neutral.
     pub const INFERENCE_FAILED: u8 = 4;
+    /// The frame source (camera) reported an error; the stall rule holds the
+    /// car in neutral.
     pub const SOURCE_FAILED: u8 = 5;
+    /// A write to the servo or ESC failed. Nothing sets it yet: the loop's
+    /// write-failure path only logs and counts.
     pub const ACTUATOR_FAILED: u8 = 6;
+    /// The servo driver refused a calibration. Nothing sets it yet: a refused
+    /// live calibration is only logged.
     pub const CALIBRATION_INVALID: u8 = 7;
+    /// The supervisor wrote neutral for a missed deadline and the loop stopped
+    /// the car; the racer must start it again.
     pub const LOOP_STALLED: u8 = 8;
 
+    /// What the web UI shows for an event code; `None` for `NONE` and unknown codes.
     pub fn text(code: u8) -> Option<&'static str> {
         Some(match code {
             START_REFUSED_ESTOP => "start refused: emergency stop latched (reset it first)",
@@ -114,10 +144,16 @@ pub mod event {
 
 /// Everything shared between the loop and the rest of the process.
 pub struct Shared {
+    /// Commands from the web UI, the CLI and signal handling, drained once per tick.
     pub commands: CommandQueue,
+    /// Models the loader has checked and warmed up, swapped in between frames.
     pub models_in: ModelQueue,
+    /// Replaced models, handed back so the loader thread drops them (slow;
+    /// never on the loop).
     pub models_out: ModelQueue,
+    /// One [`crate::telemetry::Sample`] per tick, for the web UI and logs.
     pub telemetry: TelemetryRing,
+    /// The latest camera frame, for the web UI.
     pub frame: FrameSlot,
     /// Set by SIGTERM/SIGINT (servo-driver's failsafe) or a shutdown request.
     pub stop: Arc<AtomicBool>,
@@ -152,6 +188,10 @@ impl Shared {
     // heapless marks mpmc::Queue::new deprecated because a producer pre-empted
     // mid-operation can make others fail for a moment; here a failed enqueue
     // is reported (Busy) and retried by the caller, never waited on.
+    /// Empty queues and zero counters, a telemetry ring of `telemetry_capacity`
+    /// samples and a frame slot whose buffers hold `frame_capacity` bytes (the
+    /// largest frame the web UI can show). `stop` is the flag the signal
+    /// handling raises.
     #[allow(deprecated)]
     pub fn new(telemetry_capacity: usize, frame_capacity: usize, stop: Arc<AtomicBool>) -> Self {
         Shared {
@@ -188,14 +228,17 @@ impl Shared {
         }
     }
 
+    /// Ask the loop to end, through the neutral path, at its next tick.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
     }
 
+    /// Record the last notable event (an [`event`] code) for the web UI.
     pub fn set_event(&self, code: u8) {
         self.last_event.store(code, Ordering::Relaxed);
     }
 
+    /// True once the loop has been asked to end.
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }

@@ -33,11 +33,15 @@ pub enum LoopClock {
     Source,
 }
 
+/// How a [`ControlLoop`] runs.
 #[derive(Debug, Clone)]
 pub struct LoopOptions {
+    /// Stall and dead-man timeouts; copied into the arbiter by
+    /// [`ControlLoop::new`], so set them before.
     pub timeouts: Timeouts,
     /// Longest wait for a frame per tick.
     pub poll: Duration,
+    /// Which clock the timeouts run on; `Source` only for headless simulation.
     pub clock: LoopClock,
     /// Stop after this long on the loop clock (`--duration`).
     pub duration: Option<Duration>,
@@ -63,54 +67,91 @@ impl Default for LoopOptions {
 pub enum EndReason {
     /// SIGTERM/SIGINT or a shutdown command.
     Signal,
+    /// The run length (`duration`) elapsed on the loop clock.
     Duration,
+    /// The source ran out of frames (end of a replay, sim lap or step limit).
     EndOfStream,
 }
 
 /// Per-stage latency distributions over a run.
 #[derive(Debug, Clone, Default)]
 pub struct StageStats {
+    /// Frame capture to the start of its tick: how stale frames are when the
+    /// loop takes them. Only for sources with monotonic timestamps.
     pub capture_to_start: LatencyStats,
+    /// Decode and preprocessing.
     pub preprocess: LatencyStats,
+    /// The model's forward pass.
     pub inference: LatencyStats,
+    /// Policy outputs to action.
     pub mapping: LatencyStats,
+    /// Arbiter decision plus the wheel write.
     pub actuate: LatencyStats,
+    /// The frame step, from taking the frame to the end of the wheel write.
     pub total: LatencyStats,
+    /// Frame capture to the end of the wheel write: the latency the car drives
+    /// with. Only for sources with monotonic timestamps.
     pub capture_to_pwm: LatencyStats,
 }
 
+/// What a run did, returned when the loop ends.
 #[derive(Debug, Clone)]
 pub struct Summary {
+    /// Why the run ended.
     pub end: EndReason,
+    /// Frames taken from the source.
     pub frames: u64,
+    /// Frames the source had to drop ([`FrameSource::dropped`]).
     pub dropped: u64,
+    /// Loop iterations, with a frame or without.
     pub ticks: u64,
+    /// Brain calls that failed or panicked; the stall rule held neutral.
     pub inference_errors: u64,
+    /// Wheel writes that failed (each followed by a neutral attempt).
     pub actuator_errors: u64,
     /// See [`crate::telemetry::Sample::bad_commands`].
     pub bad_commands: u64,
+    /// Ticks on which the source reported a device error.
     pub source_errors: u64,
     /// Frames per second over the run, on the loop clock.
     pub fps: f64,
+    /// Seconds from the first frame to the end, on the loop clock (on the wall
+    /// clock when no frame ever came).
     pub elapsed_s: f64,
+    /// The arbiter's mode when the loop ended.
     pub mode: Mode,
+    /// Whether the e-stop was latched when the loop ended.
     pub estop: bool,
+    /// Per-stage latency distributions.
     pub stages: StageStats,
+    /// Recorder counts, when recording.
     pub record: Option<RecordStats>,
     /// The last pulses written (neutral after a clean exit).
     pub last_pulses: Option<servo_driver::Pulses>,
 }
 
+/// The control loop: owns everything on the hot path. Build it with
+/// [`Self::new`], attach the optional parts, then [`Self::spawn`] or
+/// [`Self::run`].
 pub struct ControlLoop {
+    /// Where frames come from (camera, replay, simulator).
     pub source: Box<dyn FrameSource>,
+    /// Frame -> action; `None` until a model is swapped in (autonomous mode
+    /// then holds neutral).
     pub brain: Option<Box<dyn Brain>>,
+    /// Decides each tick what goes to the wheels.
     pub arbiter: Arbiter,
+    /// The output: the servo driver, or a test double.
     pub wheels: Box<dyn Wheels>,
+    /// Commands in, telemetry and status out.
     pub shared: Arc<Shared>,
+    /// Records frames and samples to disk; `None` = not recording.
     pub recorder: Option<Recorder>,
+    /// systemd notifications (ready, watchdog); `None` outside systemd.
     pub notifier: Option<Notifier>,
     /// SIGTERM/SIGINT from servo-driver's signal guard.
     pub signal: Option<servo_driver::failsafe::StopFlag>,
+    /// Poll, clock and run length, read every tick.
     pub opts: LoopOptions,
     last_decision: Decision,
     /// `shared.estop_requests` as of the last look.
@@ -118,6 +159,7 @@ pub struct ControlLoop {
 }
 
 impl ControlLoop {
+    /// A loop that starts stopped, with no recorder, notifier or signal flag.
     pub fn new(
         source: Box<dyn FrameSource>,
         brain: Option<Box<dyn Brain>>,

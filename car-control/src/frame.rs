@@ -5,6 +5,7 @@ use std::time::Duration;
 
 pub use policy::{Frame, PixelFormat};
 
+/// Why [`FrameSource::next_frame`] gave no frame.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// Nothing arrived within the timeout; the caller applies its stall rule.
@@ -13,6 +14,8 @@ pub enum SourceError {
     /// The source has no more frames (end of a replay, end of a sim run).
     #[error("end of stream")]
     EndOfStream,
+    /// The device failed (camera unplugged, driver or decode error). The loop
+    /// counts it, holds neutral through the stall rule and waits one poll.
     #[error("{0}")]
     Device(String),
 }

@@ -15,6 +15,8 @@
 //! contended lock per frame; let any error path leave the throttle
 //! anywhere but neutral.
 
+#![warn(missing_docs)]
+
 pub mod arbiter;
 pub mod arena;
 pub mod brain;

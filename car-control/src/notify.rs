@@ -7,6 +7,7 @@
 
 use std::os::unix::net::UnixDatagram;
 
+/// A handle on systemd's notification socket. Sends never block.
 pub struct Notifier {
     sock: UnixDatagram,
     addr: std::os::unix::net::SocketAddr,
@@ -41,12 +42,15 @@ impl Notifier {
         })
     }
 
+    /// Send one raw notification (`READY=1`, `STATUS=...`); fails if the socket
+    /// is gone or its queue is full.
     pub fn send(&self, msg: &str) -> std::io::Result<()> {
         self.sock
             .send_to_addr(msg.as_bytes(), &self.addr)
             .map(|_| ())
     }
 
+    /// Tell systemd start-up is done (`READY=1`); a failure is logged, not returned.
     pub fn ready(&self) {
         if let Err(e) = self.send("READY=1") {
             tracing::warn!(error = %e, "sd_notify READY=1 failed");
@@ -61,6 +65,7 @@ impl Notifier {
         }
     }
 
+    /// Tell systemd the service is stopping (`STOPPING=1`); errors are ignored.
     pub fn stopping(&self) {
         let _ = self.send("STOPPING=1");
     }

@@ -18,6 +18,7 @@ use policy::BackendChoice;
 /// The model shipped inside the binary (models/default/), so `run --sim`
 /// works from any directory. See models/default/README.md for what it is.
 pub const BUNDLED_ONNX: &[u8] = include_bytes!("../../models/default/model.onnx");
+/// The bundled model's `model_metadata.json` (action space and input).
 pub const BUNDLED_METADATA: &str = include_str!("../../models/default/model_metadata.json");
 /// How the bundled model is named in logs and status.
 pub const BUNDLED_NAME: &str = "(bundled model)";
@@ -73,6 +74,8 @@ pub struct PolicyBrain {
 }
 
 impl PolicyBrain {
+    /// Wrap a loaded model; the buffers and action mapper are allocated here,
+    /// the preprocessor by [`Self::prepare`] or on the first frame.
     pub fn new(model: Model) -> Self {
         let mapper = ActionMapper::new(&model.metadata.action_space);
         let input = vec![0.0; model.policy.input_spec().len()];
@@ -157,6 +160,7 @@ impl PolicyBrain {
         self.mapper.map(&self.output, max_speed_scale)
     }
 
+    /// The model it runs.
     pub fn model(&self) -> &Model {
         &self.model
     }
@@ -193,6 +197,7 @@ impl Brain for PolicyBrain {
 
 /// The servo driver as the loop's wheels.
 pub struct ServoWheels {
+    /// The driver every wheel call goes to.
     pub driver: ServoDriver,
     /// Where `reload_calibration` reads from.
     pub actuator: servo_driver::ActuatorConfig,
@@ -357,6 +362,8 @@ impl ModelLoader {
     }
 }
 
+/// Change the shared model status under its lock (poison ignored). Not for
+/// the control loop, which never takes this lock.
 pub fn update_status(shared: &Shared, f: impl FnOnce(&mut crate::commands::ModelStatus)) {
     f(&mut shared
         .model_status

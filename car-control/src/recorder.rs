@@ -57,16 +57,24 @@ pub struct Recorder {
 /// Counts at the end of a recording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct RecordStats {
+    /// Frames written as `frame_<seq>.jpg`.
     pub recorded: u64,
+    /// Frames not recorded: the buffer pool was empty (the disk is slower than
+    /// the camera) or the frame was larger than a buffer.
     pub dropped: u64,
+    /// Failed frame or log-line writes (disk full, folder gone); the first is logged.
     pub write_errors: u64,
 }
 
+/// Why [`Recorder::start`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RecorderError {
+    /// Creating the folder, opening `log.jsonl` or starting the writer failed.
     #[error("{path}: {source}")]
     Io {
+        /// The folder or file concerned.
         path: String,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
@@ -136,6 +144,7 @@ impl Recorder {
         })
     }
 
+    /// The folder being recorded into.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -188,6 +197,7 @@ impl Recorder {
         }
     }
 
+    /// Counts so far; the writer may still be catching up.
     pub fn stats(&self) -> RecordStats {
         RecordStats {
             recorded: self.inner.recorded.load(Ordering::Relaxed),

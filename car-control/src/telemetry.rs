@@ -26,35 +26,59 @@ pub struct Sample {
     pub timestamp_ns: u64,
     /// Loop clock when the tick ended, ns.
     pub tick_ns: u64,
+    /// [`Mode`] as its [`Mode::to_u8`] code; [`Self::mode`] decodes it.
     pub mode: u8,
+    /// The e-stop is latched: nothing moves until it is reset.
     pub estop: bool,
+    /// The stall rule holds the car in neutral (no fresh action in time).
     pub stalled: bool,
+    /// A frame arrived this tick (false on a timeout or source error).
     pub has_frame: bool,
     /// Action index chosen by the policy (-1 if none).
     pub action_index: i32,
+    /// The policy's steering angle, degrees, positive = left (0 without an action).
     pub steering_angle_deg: f32,
+    /// The policy's speed, m/s (0 without an action).
     pub speed_mps: f32,
-    /// What went to the servo driver, [-1, 1].
+    /// The policy's steering in [-1, 1]; what went out is `wire_steering`.
     pub steering: f32,
+    /// The policy's throttle in [-1, 1], max-speed scaled; what went out is
+    /// `wire_throttle`.
     pub throttle: f32,
+    /// Steering pulse written this tick, ns (0 if the write failed).
     pub steering_ns: u32,
+    /// Throttle pulse written this tick, ns (0 if the write failed).
     pub throttle_ns: u32,
     /// What the arbiter sent to the wheels, [-1, 1] (0, 0 when neutral).
     pub wire_steering: f32,
+    /// See `wire_steering`.
     pub wire_throttle: f32,
+    /// Max-speed setting, 0-100 %.
     pub max_speed_pct: u8,
+    /// Capture to the start of the tick, µs: how stale the frame was (0 when
+    /// the source's clock is not the loop's).
     pub capture_to_start_us: f32,
+    /// Decode and preprocessing, µs.
     pub preprocess_us: f32,
+    /// The model's forward pass, µs.
     pub inference_us: f32,
+    /// Policy outputs to action, µs.
     pub mapping_us: f32,
+    /// Arbiter decision plus the wheel write, µs.
     pub actuate_us: f32,
+    /// Frame step, taking the frame to the end of the write, µs (0 without a frame).
     pub total_us: f32,
     /// Capture to PWM write, when the source's clock is the loop's (a camera); else 0.
     pub capture_to_pwm_us: f32,
+    /// Frame rate, moving average over about the last ten frames.
     pub fps: f32,
+    /// Frames taken since the loop started.
     pub frames: u64,
+    /// Frames the source has dropped so far.
     pub dropped: u64,
+    /// Failed brain calls since the loop started.
     pub inference_errors: u64,
+    /// Failed wheel writes since the loop started.
     pub actuator_errors: u64,
     /// Commands the servo driver did not take as given (NaN replaced by
     /// neutral, out of range clamped), counted since the driver opened.
@@ -62,6 +86,7 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// The `mode` field as a [`Mode`].
     pub fn mode(&self) -> Mode {
         Mode::from_u8(self.mode)
     }
@@ -150,6 +175,8 @@ pub struct TelemetryRing {
 }
 
 impl TelemetryRing {
+    /// A ring of `capacity` samples (at least 2), allocated now. A reader more
+    /// than `capacity - 1` samples behind misses the oldest.
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(2);
         let slots = (0..capacity)
@@ -164,6 +191,7 @@ impl TelemetryRing {
         }
     }
 
+    /// Slots in the ring: how far a reader may fall behind.
     pub fn capacity(&self) -> usize {
         self.slots.len()
     }
@@ -240,22 +268,35 @@ impl TelemetryRing {
 /// What [`FrameSlot::read_into`] tells about the frame it copied.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameMeta {
+    /// Pixel format of the copied bytes.
     pub format: PixelFormat,
+    /// Width, pixels.
     pub width: u32,
+    /// Height, pixels.
     pub height: u32,
+    /// The source's frame sequence number; pass it back as `after_seq`.
     pub seq: u64,
+    /// Capture time, ns on the source's clock.
     pub timestamp_ns: u64,
+    /// The action chosen for this frame; `None` without one (no model, a
+    /// failed inference).
     pub action: Option<MappedAction>,
 }
 
 /// A copy of the latest frame, as a reader gets it.
 #[derive(Debug, Clone)]
 pub struct FrameCopy {
+    /// The frame's bytes: JPEG, or raw pixels in `format`.
     pub data: Vec<u8>,
+    /// Pixel format of `data`.
     pub format: PixelFormat,
+    /// Width, pixels.
     pub width: u32,
+    /// Height, pixels.
     pub height: u32,
+    /// The source's frame sequence number.
     pub seq: u64,
+    /// Capture time, ns on the source's clock.
     pub timestamp_ns: u64,
 }
 
@@ -332,6 +373,7 @@ impl FrameSlot {
         now_ms.saturating_sub(self.last_read_ms.load(Ordering::Relaxed)) <= window_ms
     }
 
+    /// Frames published so far (skipped ones not counted).
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
     }
@@ -443,6 +485,7 @@ impl Default for LatencyStats {
 }
 
 impl LatencyStats {
+    /// An empty histogram; its buckets are allocated now, never again.
     pub fn new() -> Self {
         LatencyStats {
             buckets: vec![0; NBUCKETS],
@@ -451,6 +494,7 @@ impl LatencyStats {
         }
     }
 
+    /// Add one latency in µs; negative or non-finite values count as 0.
     pub fn record_us(&mut self, us: f64) {
         let us = if us.is_finite() { us.max(0.0) } else { 0.0 };
         let idx = if us < 1.0 {
@@ -465,6 +509,7 @@ impl LatencyStats {
         }
     }
 
+    /// How many latencies were recorded.
     pub fn count(&self) -> u64 {
         self.count
     }

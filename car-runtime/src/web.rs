@@ -114,7 +114,9 @@ fn to_web_mode(m: Mode) -> web_ui::Mode {
     }
 }
 
-fn to_web_cal(c: &servo_driver::Calibration) -> web_ui::Calibration {
+/// The driver's calibration as the web shows it (the one conversion; the
+/// fuzz target's fake car uses it too).
+pub fn to_web_cal(c: &servo_driver::Calibration) -> web_ui::Calibration {
     let ch = |c: servo_driver::ChannelCalibration| web_ui::ChannelCalibration {
         min: c.min,
         mid: c.mid,
@@ -128,7 +130,8 @@ fn to_web_cal(c: &servo_driver::Calibration) -> web_ui::Calibration {
     }
 }
 
-fn from_web_cal(c: &web_ui::Calibration) -> servo_driver::Calibration {
+/// A calibration from the web, as the driver takes it.
+pub fn from_web_cal(c: &web_ui::Calibration) -> servo_driver::Calibration {
     let ch = |c: web_ui::ChannelCalibration| servo_driver::ChannelCalibration {
         min: c.min,
         mid: c.mid,

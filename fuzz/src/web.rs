@@ -6,13 +6,14 @@
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
+use car_runtime::web::{from_web_cal as to_driver, to_web_cal as to_web};
 use http_body_util::BodyExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use tower::ServiceExt;
 use web_ui::{
-    ApiError, Calibration, CalibrationView, CarApi, CarStatus, Channel, ChannelCalibration,
-    Command, FrameCopy, ModelSummary, TelemetrySample,
+    ApiError, Calibration, CalibrationView, CarApi, CarStatus, Channel, Command, FrameCopy,
+    ModelSummary, TelemetrySample,
 };
 
 /// The routes that take a body (or a name) from the phone. The first input
@@ -31,34 +32,6 @@ const ROUTES: &[&str] = &[
 /// A car that keeps only what the routes read back.
 struct Car {
     live: Mutex<Calibration>,
-}
-
-fn to_driver(c: &Calibration) -> servo_driver::Calibration {
-    let ch = |c: ChannelCalibration| servo_driver::ChannelCalibration {
-        min: c.min,
-        mid: c.mid,
-        max: c.max,
-        polarity: c.polarity,
-    };
-    servo_driver::Calibration {
-        steering: ch(c.steering),
-        throttle: ch(c.throttle),
-        period_ns: c.period_ns,
-    }
-}
-
-fn to_web(c: &servo_driver::Calibration) -> Calibration {
-    let ch = |c: servo_driver::ChannelCalibration| ChannelCalibration {
-        min: c.min,
-        mid: c.mid,
-        max: c.max,
-        polarity: c.polarity,
-    };
-    Calibration {
-        steering: ch(c.steering),
-        throttle: ch(c.throttle),
-        period_ns: c.period_ns,
-    }
 }
 
 impl CarApi for Car {

@@ -16,6 +16,7 @@
 pub mod action;
 pub mod backend;
 pub mod check;
+#[cfg(any(test, feature = "export"))]
 pub mod export;
 pub mod frame;
 pub mod jpeg;

@@ -35,8 +35,11 @@ pub const MAX_CALIBRATION_BYTES: u64 = 64 << 10;
 /// positive command, and whether the command is inverted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelCalibration {
+    /// Pulse at full deflection below `mid`, ns (command -1, or +1 with polarity -1).
     pub min: u32,
+    /// Neutral pulse, ns: wheels centred, or motor stopped. Every failsafe writes this.
     pub mid: u32,
+    /// Pulse at full deflection above `mid`, ns (command +1, or -1 with polarity -1).
     pub max: u32,
     /// `1` or `-1`. `-1` swaps which side of `mid` a positive command goes.
     pub polarity: i8,
@@ -45,8 +48,14 @@ pub struct ChannelCalibration {
 /// Both channels plus the PWM period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Calibration {
+    /// Steering servo (`Servo` in a stock DeepRacer file).
     pub steering: ChannelCalibration,
+    /// ESC (`Motor` in a stock DeepRacer file).
     pub throttle: ChannelCalibration,
+    /// PWM period, ns: 20 ms (50 Hz) stock, accepted within
+    /// [`MIN_PERIOD_NS`]..=[`MAX_PERIOD_NS`]. Not part of the stock file format;
+    /// the sysfs and rppal backends put it on the wire, the PCA9685 uses its
+    /// own `frequency_hz` instead.
     pub period_ns: u32,
 }
 
@@ -55,7 +64,9 @@ pub struct Calibration {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct ValidationError {
+    /// Dotted path of the bad field, e.g. `throttle.mid` or `Calibration.Servo.max`.
     pub field: String,
+    /// What is wrong, with the value, e.g. `1200000 must be below mid (1100000)`.
     pub message: String,
 }
 
@@ -64,17 +75,30 @@ pub struct ValidationError {
 pub enum CalibrationError {
     // Each message carries its cause itself (the web UI shows only the top
     // message), so no `#[source]`: a chain printer would repeat it.
+    /// The file could not be read or written (missing, permissions, not a
+    /// regular file, larger than [`MAX_CALIBRATION_BYTES`]).
     #[error("{}: {error}", path.display())]
-    Io { path: PathBuf, error: io::Error },
+    Io {
+        /// The calibration file.
+        path: PathBuf,
+        /// The OS error, or why the file was refused before reading it.
+        error: io::Error,
+    },
+    /// The file is not JSON at all (truncated, or not a calibration file).
     #[error("{}: not valid JSON: {error}", path.display())]
     Json {
+        /// The calibration file.
         path: PathBuf,
+        /// serde_json's parse error, with line and column.
         error: serde_json::Error,
     },
     /// Display: `calibration.json: throttle.mid: 2600000 is outside the safe range 500000..=2500000`.
     #[error("{}: {error}", path.display())]
     Invalid {
+        /// The calibration file.
         path: PathBuf,
+        /// The bad field, named as written in that file (`Calibration.Servo.min`
+        /// for a stock file), and what is wrong with it.
         error: ValidationError,
     },
 }
@@ -183,6 +207,9 @@ impl Calibration {
         Self::default()
     }
 
+    /// Checks both channels ([`ChannelCalibration::validate`]) and that the
+    /// period is within [`MIN_PERIOD_NS`]..=[`MAX_PERIOD_NS`]. Everything that
+    /// puts a calibration on the wire calls this first.
     pub fn validate(&self) -> Result<(), ValidationError> {
         self.steering.validate("steering")?;
         self.throttle.validate("throttle")?;

@@ -34,11 +34,15 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Which PWM backend drives the wheels (`backend = "..."` in `[actuator]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
+    /// Linux sysfs PWM (`/sys/class/pwm`), the stock DeepRacer board: [`crate::sysfs`].
     Sysfs,
+    /// Raspberry Pi hardware PWM through rppal: [`crate::rppal`].
     Rppal,
+    /// A PCA9685 I2C PWM board (DonkeyCar / JetRacer wiring): [`crate::pca9685`].
     Pca9685,
     /// The simulated car; the default so a fresh checkout drives nothing real.
     #[default]
@@ -46,6 +50,7 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// The name as written in TOML and shown in logs and errors (`sysfs`, `sim`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Sysfs => "sysfs",
@@ -63,15 +68,19 @@ pub const DEFAULT_CALIBRATION_PATH: &str = "/var/lib/car-runtime/calibration.jso
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActuatorConfig {
+    /// Which backend to open. Defaults to `sim`, so a fresh config drives nothing real.
     #[serde(default)]
     pub backend: BackendKind,
     /// The project's own calibration file. Missing file = stock defaults.
     #[serde(default = "default_calibration")]
     pub calibration: PathBuf,
+    /// `[actuator.sysfs]`; read only with `backend = "sysfs"`.
     #[serde(default)]
     pub sysfs: SysfsConfig,
+    /// `[actuator.pca9685]`; read only with `backend = "pca9685"`.
     #[serde(default)]
     pub pca9685: Pca9685Config,
+    /// `[actuator.rppal]`; read only with `backend = "rppal"`.
     #[serde(default)]
     pub rppal: RppalConfig,
 }
@@ -100,7 +109,10 @@ pub struct SysfsConfig {
     pub root: PathBuf,
     /// Substring of the pwmchip's resolved device path.
     pub chip_match: String,
+    /// Channel (`pwmN` under the chip) wired to the ESC; 0 on the stock board.
     pub throttle_channel: u32,
+    /// Channel wired to the steering servo; 1 on the stock board. Must differ
+    /// from `throttle_channel`.
     pub steering_channel: u32,
     /// Servo/ESC power gate (`gpioN/value`, 0 = on). 436 on the stock
     /// Ubuntu 20.04 image, 514 on newer kernels.
@@ -123,11 +135,17 @@ impl Default for SysfsConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pca9685Config {
+    /// The i2c-dev node the board is on (`/dev/i2c-1` on a Pi's header).
     pub bus: PathBuf,
     /// 7-bit I2C address (`0x40` in TOML is an integer).
     pub address: u16,
+    /// PWM frequency, Hz: 50 for servos and ESCs. The chip's prescaler rounds
+    /// it, so the real period can differ slightly from the calibration's `period_ns`.
     pub frequency_hz: f64,
+    /// Board channel (0..=15) wired to the ESC.
     pub throttle_channel: u8,
+    /// Board channel (0..=15) wired to the steering servo; must differ from
+    /// `throttle_channel`.
     pub steering_channel: u8,
     /// The board's real oscillator frequency. The nominal 25 MHz is often
     /// off by a few percent, which shifts every pulse by as much.
@@ -151,7 +169,10 @@ impl Default for Pca9685Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RppalConfig {
+    /// Hardware PWM channel wired to the ESC (0 = PWM0, GPIO 18 by default).
     pub throttle_channel: u8,
+    /// Hardware PWM channel wired to the steering servo (1 = PWM1, GPIO 19 by
+    /// default); must differ from `throttle_channel`.
     pub steering_channel: u8,
     /// Override the pwmchip rppal would pick for the model (0, or 2 on a Pi 5).
     pub pwmchip: Option<u8>,
@@ -173,20 +194,35 @@ pub enum OpenError {
     /// The message already names the calibration file.
     #[error(transparent)]
     Calibration(#[from] CalibrationError),
+    /// The sysfs backend could not find, export or set up its channels.
     #[error("actuator.sysfs: {0}")]
     Sysfs(#[from] crate::sysfs::SysfsError),
+    /// The PCA9685 could not be opened or initialised.
     #[error("actuator.pca9685: {0}")]
     Pca9685(#[from] crate::pca9685::Pca9685Error),
+    /// The Raspberry Pi PWM could not be set up (not a Pi, overlay missing,
+    /// permissions).
     #[error("actuator.rppal: {0}")]
     Rppal(#[from] crate::rppal::RppalError),
+    /// The backend opened but [`ServoDriver::new`] could not put neutral on
+    /// the wire: the car may not be at neutral.
     #[error("actuator.{backend}: {source}")]
     Actuator {
+        /// Which backend (`sysfs`, `pca9685`, ...).
         backend: &'static str,
+        /// The failed write.
         #[source]
         source: ActuatorError,
     },
+    /// A value serde accepts but the backend cannot use (equal channels, a
+    /// PCA9685 channel above 15, an I2C address outside 0x03..=0x77).
     #[error("actuator.{field}: {message}")]
-    Config { field: String, message: String },
+    Config {
+        /// Dotted path under `actuator`, e.g. `pca9685.address`.
+        field: String,
+        /// What is wrong, with the value.
+        message: String,
+    },
 }
 
 impl ActuatorConfig {

@@ -142,6 +142,9 @@ impl ServoDriver {
         self.shared.latched.store(false, Ordering::SeqCst);
     }
 
+    /// True while latched at neutral (by [`Self::disable`], a panic or a
+    /// signal): [`Self::drive`] writes neutral until [`Self::enable`], so the car
+    /// will not move.
     pub fn is_disabled(&self) -> bool {
         self.shared.latched.load(Ordering::Relaxed)
     }
@@ -165,6 +168,7 @@ impl ServoDriver {
         Ok(())
     }
 
+    /// The calibration in force: the last one [`Self::set_calibration`] accepted.
     pub fn calibration(&self) -> &Calibration {
         &self.cal
     }
@@ -190,6 +194,8 @@ impl ServoDriver {
         Ok(ns)
     }
 
+    /// Commands that were NaN or out of range since the driver was created; a
+    /// rising count means the policy or the arbiter is producing garbage.
     pub fn bad_commands(&self) -> BadCommands {
         self.bad
     }
@@ -199,6 +205,7 @@ impl ServoDriver {
         self.last
     }
 
+    /// Backend name for logs and telemetry (`sysfs`, `pca9685`, `rppal`, `sim`).
     pub fn backend(&self) -> &'static str {
         self.act.backend()
     }

@@ -69,7 +69,10 @@ pub fn register(f: Emergency) -> Registration {
 /// Outcome of [`emergency_neutral_all`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NeutralReport {
+    /// Writers that put neutral on the wire.
     pub written: usize,
+    /// Writers whose write failed (each printed to stderr): that output may
+    /// still be driving.
     pub failed: usize,
 }
 
@@ -299,6 +302,9 @@ impl SignalGuard {
         Self::install_with_grace(DEFAULT_GRACE)
     }
 
+    /// [`Self::install`] with a chosen grace: how long the loop has, after the
+    /// first signal, to call [`Self::neutral_done`] before the guard writes
+    /// neutral itself. Fails if the handlers or the guard thread cannot be set up.
     pub fn install_with_grace(grace: Duration) -> std::io::Result<Self> {
         let mut signals = Signals::new(TERMINATING)?;
         let handle = signals.handle();
@@ -374,10 +380,14 @@ impl SignalGuard {
 pub struct StopFlag(Arc<GuardState>);
 
 impl StopFlag {
+    /// True once a terminating signal arrived; one relaxed load, poll it every
+    /// loop iteration.
     #[inline]
     pub fn stop_requested(&self) -> bool {
         self.0.stop.load(Ordering::Relaxed)
     }
+    /// Report that neutral is written; the guard stands down (see
+    /// [`SignalGuard::neutral_done`]).
     pub fn neutral_done(&self) {
         self.0.neutral_done.store(true, Ordering::SeqCst);
     }

@@ -13,6 +13,8 @@
 //! [`failsafe`] holds the panic hook, the signal guard and the process-wide
 //! emergency-neutral registry.
 
+#![warn(missing_docs)]
+
 use std::sync::Arc;
 
 pub mod calibration;
@@ -32,14 +34,18 @@ pub use driver::{BadCommands, ServoDriver};
 /// Pulse widths for both channels, in nanoseconds of high time per period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pulses {
+    /// Steering servo high time, ns; the calibration's `steering.mid` centres the wheels.
     pub steering_ns: u32,
+    /// ESC high time, ns; `throttle.mid` is neutral (motor stopped), where every fault path ends.
     pub throttle_ns: u32,
 }
 
 /// One of the two outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
+    /// The steering servo.
     Steering,
+    /// The ESC, i.e. the drive motor.
     Throttle,
 }
 
@@ -90,18 +96,29 @@ pub trait Actuator: Send {
     }
 }
 
+/// A write to the wire, or a change of calibration, failed. From
+/// [`ServoDriver::drive`] one neutral write has already been attempted.
 #[derive(Debug, thiserror::Error)]
 pub enum ActuatorError {
+    /// A PWM file or the I2C bus refused a write (loose cable, permissions,
+    /// driver unloaded). The car may not be at neutral: stop driving.
     #[error("{path}: {source}")]
     Io {
+        /// What failed: a `duty_cycle` path, or `pca9685 channel N`.
         path: String,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// [`Calibration::validate`] refused a calibration; the old one stays in force.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The driver is latched at neutral ([`ServoDriver::disable`], a panic or a
+    /// signal); call [`ServoDriver::enable`] before moving the wheels again.
     #[error("output is disabled (failsafe latched); call enable() first")]
     Disabled,
+    /// Any other backend failure (emergency writers, a period change), already
+    /// formatted for the log.
     #[error("{0}")]
     Other(String),
 }

@@ -20,20 +20,31 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Why the Raspberry Pi PWM backend could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum RppalError {
+    /// rppal could not identify the board (the text is rppal's). Set `pwmchip`
+    /// to skip detection, or use another backend.
     #[error("not a Raspberry Pi, or an unknown model ({0}); on other boards use backend = \"sysfs\" (with chip_match) or \"pca9685\"")]
     NotAPi(String),
+    /// rppal could not export, configure or enable a channel, or the channel
+    /// is not a hardware one (0..=3).
     #[error("channel {channel}: {what}: {source}; is the PWM overlay enabled (dtoverlay=pwm-2chan in /boot/firmware/config.txt) and may this user write /sys/class/pwm (group gpio)?")]
     Pwm {
+        /// The configured channel.
         channel: u8,
+        /// The step that failed (`export`, `set period`, ...).
         what: &'static str,
+        /// rppal's error.
         #[source]
         source: ::rppal::pwm::Error,
     },
+    /// The kept-open `duty_cycle` file could not be opened or written.
     #[error("channel {channel}: {0}", source)]
     Duty {
+        /// The configured channel.
         channel: u8,
+        /// The sysfs error, naming the file.
         #[source]
         source: crate::sysfs::SysfsError,
     },
@@ -55,6 +66,8 @@ pub fn pulse_duration(ns: u32) -> Duration {
     Duration::from_nanos(ns as u64)
 }
 
+/// The Raspberry Pi hardware PWM backend: set up through rppal, written per
+/// frame through kept-open `duty_cycle` files.
 pub struct RppalPwm {
     // Kept so the channels stay exported; reset_on_drop is off so the last
     // (neutral) duty stays on the wire after exit, like the sysfs backend.
@@ -72,6 +85,9 @@ fn pi_channel(ch: u8) -> Result<PiChannel, RppalError> {
 }
 
 impl RppalPwm {
+    /// Export and enable both channels at `cal`'s period with its neutral
+    /// duty. Detects the board model unless `cfg.pwmchip` is set; off a Pi that
+    /// fails with [`RppalError::NotAPi`].
     pub fn open(cfg: &RppalConfig, cal: &Calibration) -> Result<Self, RppalError> {
         let chip = match cfg.pwmchip {
             Some(c) => c,

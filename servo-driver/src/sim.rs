@@ -27,6 +27,7 @@ impl SimRecord {
         self.writes.fetch_add(1, Ordering::Release);
     }
 
+    /// The pulses of the last write, ns.
     pub fn last(&self) -> Pulses {
         let _ = self.writes.load(Ordering::Acquire);
         Pulses {
@@ -35,11 +36,14 @@ impl SimRecord {
         }
     }
 
+    /// Writes so far, emergency ones included.
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Acquire)
     }
 }
 
+/// The sim backend: undoes the calibration and hands the commands to a
+/// [`SimLink`].
 pub struct SimActuator {
     link: Arc<SimLink>,
     record: Arc<SimRecord>,
@@ -47,6 +51,8 @@ pub struct SimActuator {
 }
 
 impl SimActuator {
+    /// A backend feeding `link`; `cal` is undone on each write to recover the
+    /// command (keep it in step through [`Actuator::calibration_changed`]).
     pub fn new(link: Arc<SimLink>, cal: Calibration) -> Self {
         SimActuator {
             link,
@@ -61,6 +67,7 @@ impl SimActuator {
         Arc::clone(&self.record)
     }
 
+    /// The link this backend writes to (the sim frame source reads it).
     pub fn link(&self) -> Arc<SimLink> {
         Arc::clone(&self.link)
     }

@@ -16,6 +16,8 @@ pub struct SimLink {
 }
 
 impl SimLink {
+    /// Publish the commands now on the simulated wire, each in [-1, 1]. Called
+    /// from the control thread's write path: lock-free, no allocation.
     pub fn store(&self, steering: f32, throttle: f32) {
         self.steering_bits
             .store(steering.to_bits(), Ordering::Relaxed);

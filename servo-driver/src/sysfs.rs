@@ -32,28 +32,47 @@ const PERMISSION_HINT: &str = "permission denied; the car-runtime package instal
 files: check it is there (`udevadm control --reload && udevadm trigger`, or reboot) and that the \
 service user is in group `gpio`; or run as root (see docs/CALIBRATION.md)";
 
+/// Why the sysfs backend could not open; Display says what to check.
 #[derive(Debug, thiserror::Error)]
 pub enum SysfsError {
+    /// No pwmchip matched `chip_match`: wrong value for this board, or the PWM
+    /// driver is not loaded. The message lists what was found.
     #[error("no pwmchip under {} has a device path containing {chip_match:?}; found: {}",
         pwm_dir.display(), describe_found(found))]
     NoChip {
+        /// The directory searched (`<root>/class/pwm`).
         pwm_dir: PathBuf,
+        /// The configured `chip_match`.
         chip_match: String,
         /// (pwmchip name, resolved device path or the error resolving it)
         found: Vec<(String, String)>,
     },
+    /// Writing a PWM or GPIO file was refused (EACCES/EPERM): the udev rule
+    /// or the `gpio` group membership is missing.
     #[error("{}: {PERMISSION_HINT}", path.display())]
-    Permission { path: PathBuf },
+    Permission {
+        /// The file that was refused.
+        path: PathBuf,
+    },
+    /// Any other I/O error on a sysfs file (e.g. `EINVAL` for a period the
+    /// chip cannot make).
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
+    /// A channel or GPIO was exported but its directory did not appear within
+    /// 2 s.
     #[error("{}: wrote {index} to export but {} did not appear within {EXPORT_WAIT:?}", export.display(), dir.display())]
     ExportTimeout {
+        /// The `export` file written.
         export: PathBuf,
+        /// The channel or GPIO number written to it.
         index: u32,
+        /// The directory that never appeared.
         dir: PathBuf,
     },
 }

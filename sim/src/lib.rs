@@ -29,6 +29,7 @@ pub mod render;
 mod rng;
 pub mod sim;
 pub mod track;
+#[cfg(feature = "trackgen")]
 pub mod trackgen;
 
 pub use expert::Expert;

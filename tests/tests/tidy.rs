@@ -100,9 +100,10 @@ fn the_daemon_does_not_depend_on_the_trainers_framework() {
 }
 
 #[test]
-fn test_helpers_and_test_models_stay_out_of_the_daemon() {
+fn test_helpers_and_writers_stay_out_of_the_daemon() {
     // The daemon's tree is what ships in the .deb: no dev-only crate, and
-    // servo-driver without its in-memory test chip (feature `test-model`).
+    // none of our crates' features for tests and tools: servo-driver's
+    // in-memory chip, policy's ONNX writer, sim's track generator.
     let deps = dependency_names("car-runtime");
     assert!(
         !deps.iter().any(|d| d == "test-support"),
@@ -116,24 +117,34 @@ fn test_helpers_and_test_models_stay_out_of_the_daemon() {
             "--offline",
             "-e",
             "normal,features",
+            "--prefix",
+            "none",
             "-p",
             "car-runtime",
-            "-i",
-            "servo-driver",
         ])
         .output()
         .expect("cargo tree");
-    let tree = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(tree.contains("servo-driver"), "{tree}");
-    assert!(
-        !tree.contains("test-model"),
-        "the daemon builds servo-driver with its test model:\n{tree}"
-    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    for (krate, feature) in [
+        ("servo-driver", "test-model"),
+        ("policy", "export"),
+        ("sim", "trackgen"),
+    ] {
+        assert!(
+            tree.lines().any(|l| l.starts_with(&format!("{krate} v"))),
+            "{krate} missing:\n{tree}"
+        );
+        let line = format!("{krate} feature \"{feature}\"");
+        assert!(
+            !tree.lines().any(|l| l.starts_with(&line)),
+            "the daemon builds {krate} with its {feature} feature"
+        );
+    }
 }
 
 #[test]

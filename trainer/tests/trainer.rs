@@ -62,7 +62,7 @@ fn exported_networks_compute_on_the_car_what_they_computed_in_training() {
         assert!(String::from_utf8_lossy(&onnx).contains(export::INPUT_NAME));
         let backend = Backend::init(BackendChoice::Tract, None).unwrap();
         let report = policy::check::check_model(&dir, &backend, None).unwrap();
-        assert_eq!(report.output_len, n);
+        assert_eq!(report.outputs.len(), n);
         for (track, p) in [("oval", 10.0), ("technical", 55.0)] {
             let img = frame(track, p);
             let mut want = net::infer(&net, &img, 1, &device);

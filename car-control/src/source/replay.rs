@@ -8,6 +8,8 @@ use std::time::Duration;
 use crate::clock::{monotonic_ns, sleep_until};
 use crate::frame::{Frame, FrameSource, PixelFormat, SourceError};
 
+/// A folder of frames as a [`FrameSource`], in file-name order, paced or
+/// unpaced, optionally looped.
 pub struct ReplaySource {
     files: Vec<PathBuf>,
     next: usize,
@@ -29,14 +31,19 @@ pub struct ReplaySource {
 /// Largest JPEG frame file read (a 640x480 camera frame is ~50 kB).
 const MAX_FRAME_BYTES: u64 = 16 << 20;
 
+/// Why [`ReplaySource::open`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
+    /// The folder could not be read.
     #[error("{path}: {source}")]
     Io {
+        /// The folder.
         path: String,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// The folder has no frame files; the string is the folder.
     #[error("{0}: no .jpg, .jpeg or .png frames in this folder")]
     Empty(String),
 }
@@ -86,10 +93,12 @@ impl ReplaySource {
         })
     }
 
+    /// Number of frame files found.
     pub fn len(&self) -> usize {
         self.files.len()
     }
 
+    /// Always false once opened: [`Self::open`] refuses an empty folder.
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }

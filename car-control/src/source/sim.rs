@@ -21,6 +21,7 @@ use crate::frame::{Frame, FrameSource, PixelFormat, SourceError};
 /// status, the headless summary). Updated on lap events only.
 #[derive(Debug, Default)]
 pub struct SimStatus {
+    /// The latest lap report; updated on lap and off-track events only.
     pub report: Mutex<Option<LapReport>>,
     /// Progress of the current lap x 1000 (0-100000), for a lock-free peek.
     pub progress_milli: AtomicU64,
@@ -28,9 +29,13 @@ pub struct SimStatus {
     pub travelled_mm: AtomicU64,
 }
 
+/// How the simulated camera renders and when its stream ends.
 pub struct SimOptions {
+    /// Frame width, pixels; match the model's input.
     pub width: u32,
+    /// Frame height, pixels.
     pub height: u32,
+    /// Gray or RGB frames.
     pub channels: Channels,
     /// Pace at 15 Hz of wall time; false = as fast as the loop takes frames.
     pub real_time: bool,
@@ -39,9 +44,13 @@ pub struct SimOptions {
     /// End the stream after this many simulated steps (a car that never
     /// finishes a lap must not run forever).
     pub max_steps: Option<u64>,
+    /// Fixes the start pose, the domain randomisation and the frame noise: the
+    /// same seed and commands give the same run.
     pub seed: u64,
 }
 
+/// The simulator as a [`FrameSource`]: each frame steps the car with what
+/// the sim backend last put on the [`SimLink`].
 pub struct SimSource {
     runner: LapRunner,
     link: Arc<SimLink>,
@@ -63,6 +72,8 @@ pub struct SimSource {
 }
 
 impl SimSource {
+    /// A simulated car on `track`, driven through `link`, reset with
+    /// `opts.seed`. Allocates the frame buffer now.
     pub fn new(track: Track, link: Arc<SimLink>, opts: SimOptions) -> Self {
         let mut runner = LapRunner::new(Sim::new(track, SimConfig::default()));
         runner.reset(opts.seed);
@@ -88,10 +99,13 @@ impl SimSource {
         }
     }
 
+    /// A shared handle on the lap statistics, for the web UI.
     pub fn status(&self) -> Arc<SimStatus> {
         self.status.clone()
     }
 
+    /// The lap report now (laps, lap times, off-track events); allocates, so
+    /// not for the hot path.
     pub fn report(&self) -> LapReport {
         self.runner.report()
     }

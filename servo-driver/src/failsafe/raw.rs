@@ -6,7 +6,7 @@
 //! inside a signal handler (the interrupted thread may hold the allocator's
 //! lock). This table is what a handler may touch. Each live
 //! [`crate::ServoDriver`] whose backend can say which descriptors reach the
-//! wire ([`crate::Actuator::raw_neutral`]) arms one slot:
+//! wire ([`crate::Actuator::raw_target`]) arms one slot:
 //!
 //! - sysfs PWM (the stock DeepRacer board, Raspberry Pi hardware PWM): the
 //!   two `duty_cycle` attributes, opened once more at registration; the
@@ -34,14 +34,20 @@ pub enum RawTarget {
     /// Two sysfs `duty_cycle` attributes. `truncate`: a regular file (a
     /// test tree) keeps old trailing digits after a shorter write.
     DutyFiles {
+        /// The ESC's `duty_cycle`; written first.
         throttle: OwnedFd,
+        /// The steering servo's `duty_cycle`.
         steering: OwnedFd,
+        /// Truncate after each write: true for a regular file, false on real sysfs.
         truncate: bool,
     },
     /// A PCA9685 on an i2c-dev descriptor whose slave address is set.
     Pca9685 {
+        /// An i2c-dev descriptor of its own, `I2C_SLAVE` already set.
         bus: OwnedFd,
+        /// The ESC's channel (0..=15); written first.
         throttle_channel: u8,
+        /// The steering servo's channel (0..=15).
         steering_channel: u8,
     },
 }
@@ -50,7 +56,9 @@ pub enum RawTarget {
 /// counts for a PCA9685 (see [`crate::pca9685::counts_for`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawValues {
+    /// Neutral throttle: ns of high time, or the OFF count on a PCA9685.
     pub throttle: u32,
+    /// Neutral steering, in the same unit.
     pub steering: u32,
 }
 
@@ -172,7 +180,9 @@ pub fn armed() -> usize {
 /// Outcome of [`write_all`]: slots written whole, slots with a failed write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RawReport {
+    /// Slots whose every write succeeded.
     pub written: u32,
+    /// Slots with a failed write: that output may not be at neutral.
     pub failed: u32,
 }
 

@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 /// One SMBus device at a fixed address: byte-data reads and writes.
 pub trait SmbusDevice: Send {
+    /// Read one register (SMBus read-byte-data).
     fn read_byte_data(&mut self, reg: u8) -> io::Result<u8>;
+    /// Write one register (SMBus write-byte-data). An error means the chip did
+    /// not acknowledge: cable, power or address.
     fn write_byte_data(&mut self, reg: u8, value: u8) -> io::Result<()>;
     /// For error messages: "/dev/i2c-1 @ 0x40".
     fn describe(&self) -> String;
@@ -75,6 +78,10 @@ pub struct LinuxI2c {
 }
 
 impl LinuxI2c {
+    /// Open `bus` read-write, check the adapter can do SMBus byte-data
+    /// transfers and select `address`. `ENOENT`: no such bus (I2C disabled);
+    /// `EACCES`: not in group `i2c`; `EBUSY`: a kernel driver owns the address;
+    /// `Unsupported`: the adapter lacks byte-data transfers.
     pub fn open(bus: &Path, address: u16) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).write(true).open(bus)?;
         let fd = file.as_raw_fd();

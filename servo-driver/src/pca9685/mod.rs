@@ -35,15 +35,28 @@ pub use bus::{DeviceFactory, LinuxI2c, SmbusDevice};
 #[cfg(feature = "test-model")]
 pub use model::{Output, Pca9685Model};
 
+/// MODE1 register: sleep, restart, auto-increment, all-call.
 pub const MODE1: u8 = 0x00;
+/// MODE2 register: output driver mode ([`MODE2_OUTDRV`]).
 pub const MODE2: u8 = 0x01;
+/// First register of channel 0; each channel has four (see [`channel_base`]).
 pub const LED0_ON_L: u8 = 0x06;
+/// First of the four write-only ALL_LED registers, which set every channel
+/// at once.
 pub const ALL_LED_ON_L: u8 = 0xFA;
+/// PWM frequency prescaler ([`prescale_for`]); only takes a write while
+/// [`MODE1_SLEEP`] is set.
 pub const PRE_SCALE: u8 = 0xFE;
 
+/// MODE1 bit: reads 1 after a sleep with PWM running; writing 1 (after
+/// [`OSC_STARTUP`]) resumes the channels.
 pub const MODE1_RESTART: u8 = 0x80;
+/// MODE1 bit: register auto-increment, kept on for tools that use block
+/// transfers.
 pub const MODE1_AI: u8 = 0x20;
+/// MODE1 bit: oscillator off, no pulses; the power-on state.
 pub const MODE1_SLEEP: u8 = 0x10;
+/// MODE1 bit: answer the LED all-call I2C address (power-on default, kept).
 pub const MODE1_ALLCALL: u8 = 0x01;
 /// Totem-pole outputs: what servos and ESCs expect.
 pub const MODE2_OUTDRV: u8 = 0x04;
@@ -75,24 +88,45 @@ pub fn counts_for(pulse_ns: u32, tick_ns: f64) -> u16 {
     ((pulse_ns as f64 / tick_ns).round() as i64).clamp(0, 4095) as u16
 }
 
+/// Why the PCA9685 backend could not open or initialise the chip.
 #[derive(Debug, thiserror::Error)]
 pub enum Pca9685Error {
+    /// The bus could not be opened or the address selected; `hint` says what
+    /// usually fixes it.
     #[error("{bus}: {source}{hint}")]
     Open {
+        /// `/dev/i2c-N @ 0xNN`.
         bus: String,
+        /// The OS error.
         #[source]
         source: io::Error,
+        /// A fix for the common errnos (I2C disabled, permissions, address taken
+        /// by a kernel driver), or empty.
         hint: &'static str,
     },
+    /// A register read or write failed after the bus opened: nothing answers
+    /// at the address, or the cable is loose.
     #[error("{device}: {what}: {source}")]
     Bus {
+        /// The device, as [`SmbusDevice::describe`] names it.
         device: String,
+        /// The step that failed, e.g. `read MODE1`.
         what: String,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
+    /// PRE_SCALE reads back another value than written: the device is not a
+    /// PCA9685, or it was not asleep.
     #[error("{device}: PRE_SCALE reads {got} after writing {want}: the chip did not accept it (not a PCA9685, or not asleep?)")]
-    PrescaleMismatch { device: String, want: u8, got: u8 },
+    PrescaleMismatch {
+        /// The device, as [`SmbusDevice::describe`] names it.
+        device: String,
+        /// The prescale written, from `frequency_hz` and `oscillator_hz`.
+        want: u8,
+        /// What the register reads back.
+        got: u8,
+    },
 }
 
 fn open_hint(e: &io::Error) -> &'static str {
@@ -222,6 +256,7 @@ impl Pca9685 {
         })
     }
 
+    /// The PRE_SCALE value in use, from `frequency_hz` and `oscillator_hz`.
     pub fn prescale(&self) -> u8 {
         self.prescale
     }

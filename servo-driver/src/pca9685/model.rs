@@ -33,11 +33,16 @@ struct ModelState {
 pub enum Output {
     /// Oscillator asleep, or waiting for RESTART after sleep: no pulses.
     Stopped,
+    /// Constantly high (the full-on bit in LEDn_ON_H).
     FullOn,
+    /// Constantly low (the full-off bit in LEDn_OFF_H, the power-on state);
+    /// wins over full-on.
     FullOff,
     /// High from count `on` to count `off` of every 4096-count period.
     Pulse {
+        /// Count (0..=4095) at which the pin goes high.
         on: u16,
+        /// Count at which it goes low.
         off: u16,
     },
 }
@@ -90,6 +95,8 @@ impl Pca9685Model {
         Arc::new(move || Ok(m.device()))
     }
 
+    /// Register `reg` straight from the register file (no bus transfer, not
+    /// recorded in [`Self::writes`]).
     pub fn reg(&self, reg: u8) -> u8 {
         self.state().regs[reg as usize]
     }
@@ -99,6 +106,7 @@ impl Pca9685Model {
         self.state().writes.clone()
     }
 
+    /// Forget the writes recorded so far, so a test checks only what follows.
     pub fn clear_writes(&self) {
         self.state().writes.clear();
     }
@@ -108,14 +116,19 @@ impl Pca9685Model {
         self.state().fail_writes = fail;
     }
 
+    /// How often RESTART was written before the oscillator's 500 µs start-up
+    /// had passed; a correct driver keeps this at 0.
     pub fn early_restarts(&self) -> u32 {
         self.state().early_restarts
     }
 
+    /// PRE_SCALE writes ignored because the chip was awake; non-zero means the
+    /// driver forgot to sleep first.
     pub fn ignored_prescale_writes(&self) -> u32 {
         self.state().ignored_prescale_writes
     }
 
+    /// What channel `ch`'s pin does now.
     pub fn output(&self, ch: u8) -> Output {
         let s = self.state();
         let mode1 = s.regs[MODE1 as usize];

@@ -1,14 +1,15 @@
 //! `car-trainer`: the trainer's command line (`train`, with DAgger or PPO,
 //! and `eval`); each subcommand parses its arguments here and calls the
-//! library.
+//! library. `main` only parses and dispatches, one function per subcommand
+//! (and per training algorithm), so each reads on its own.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
-use policy::{Backend, BackendChoice};
+use clap::{Args, Parser, Subcommand};
+use policy::{ActionSpace, Backend, BackendChoice};
 use serde_json::json;
 use sim::Track;
 use trainer::dagger::{self, IterStats, Progress, TrainConfig};
@@ -34,92 +35,100 @@ enum Cmd {
     /// the default) or PPO with a DeepRacer reward function; writes
     /// model.onnx, model_metadata.json, report.json and curves.svg into --out
     /// (checkpoints in --out/checkpoint).
-    Train {
-        /// Track names or .npy paths (repeat or comma-separate); default: every built-in track.
-        #[arg(long, value_delimiter = ',')]
-        track: Vec<String>,
-        #[arg(long)]
-        out: PathBuf,
-        /// Wall-clock budget in minutes for the whole run, export and evaluation included.
-        #[arg(long, default_value_t = 8.0)]
-        time_budget: f64,
-        /// `small` (fast, 0.5 MB) or `shallow` (DeepRacer's shallow CNN, 23 MB).
-        #[arg(long, default_value = "small")]
-        net: String,
-        /// `continuous[,steering=LOW:HIGH][,speed=LOW:HIGH]`,
-        /// `discrete[,steering=MAX][,steering-granularity=3|5|7][,speed=MAX][,speed-granularity=1|2|3]`,
-        /// or a .json file (a model_metadata.json, or a list of {steering_angle, speed}).
-        #[arg(long, default_value = "continuous")]
-        action_space: String,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Stop after this many DAgger iterations even if time is left.
-        #[arg(long)]
-        iterations: Option<usize>,
-        /// Optimiser steps per iteration (default: by network).
-        #[arg(long)]
-        train_steps: Option<usize>,
-        /// Samples collected per iteration after the first.
-        #[arg(long)]
-        samples: Option<usize>,
-        /// Continue the run whose checkpoint is in --out/checkpoint (written
-        /// after every iteration or PPO update); --time-budget counts the
-        /// earlier runs too.
-        #[arg(long)]
-        resume: bool,
-        /// Turn domain randomisation off (on by default).
-        #[arg(long)]
-        no_randomization: bool,
-        /// Tracks to evaluate the exported model on afterwards (through the
-        /// car's own code), e.g. tracks it never saw.
-        #[arg(long, value_delimiter = ',')]
-        eval_track: Vec<String>,
-        #[arg(long, default_value_t = 3)]
-        eval_laps: usize,
-        /// Max-speed setting (percent) for the check laps and the evaluation
-        /// (and, with PPO, for training).
-        #[arg(long, default_value_t = 60.0)]
-        max_speed: f64,
-        /// `dagger` (imitation of the simulator's expert) or `ppo`
-        /// (reinforcement learning with a DeepRacer reward function).
-        #[arg(long, default_value = "dagger")]
-        algo: String,
-        /// PPO reward: a .py file defining reward_function(params) (run
-        /// unchanged), or a preset: centre-line, borders, zigzag, progress.
-        #[arg(long, default_value = "centre-line")]
-        reward: String,
-        /// PPO: a deepracer-for-cloud hyperparameters.json (default: the console's).
-        #[arg(long)]
-        hyperparameters: Option<PathBuf>,
-        /// PPO: start from an imitation run's output folder (its checkpoint/best.bpk).
-        #[arg(long)]
-        init: Option<PathBuf>,
-    },
+    Train(TrainArgs),
     /// Drive laps with an exported model through the car's own preprocessing
     /// and action mapping, as the DeepRacer console's evaluation.
-    Eval {
-        /// Model folder or .tar.gz (required unless --expert).
-        #[arg(long, required_unless_present = "expert")]
-        model: Option<PathBuf>,
-        /// Drive the simulator's expert instead (the labels the trainer
-        /// imitates), for a lap-time baseline at the same max speed.
-        #[arg(long, conflicts_with = "model")]
-        expert: bool,
-        #[arg(long)]
-        track: String,
-        #[arg(long, default_value_t = 3)]
-        laps: usize,
-        /// Max-speed setting in percent, as on the car.
-        #[arg(long, default_value_t = 60.0)]
-        max_speed: f32,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// tract (pure Rust), onnxruntime, or auto (ONNX Runtime when it loads).
-        #[arg(long, default_value = "tract")]
-        backend: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Eval(EvalArgs),
+}
+
+// A subcommand's help text is its variant's doc comment above; the argument
+// structs carry none, so that text has one place.
+#[derive(Args)]
+struct TrainArgs {
+    /// Track names or .npy paths (repeat or comma-separate); default: every built-in track.
+    #[arg(long, value_delimiter = ',')]
+    track: Vec<String>,
+    #[arg(long)]
+    out: PathBuf,
+    /// Wall-clock budget in minutes for the whole run, export and evaluation included.
+    #[arg(long, default_value_t = 8.0)]
+    time_budget: f64,
+    /// `small` (fast, 0.5 MB) or `shallow` (DeepRacer's shallow CNN, 23 MB).
+    #[arg(long, default_value = "small")]
+    net: String,
+    /// `continuous[,steering=LOW:HIGH][,speed=LOW:HIGH]`,
+    /// `discrete[,steering=MAX][,steering-granularity=3|5|7][,speed=MAX][,speed-granularity=1|2|3]`,
+    /// or a .json file (a model_metadata.json, or a list of {steering_angle, speed}).
+    #[arg(long, default_value = "continuous")]
+    action_space: String,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Stop after this many DAgger iterations even if time is left.
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// Optimiser steps per iteration (default: by network).
+    #[arg(long)]
+    train_steps: Option<usize>,
+    /// Samples collected per iteration after the first.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Continue the run whose checkpoint is in --out/checkpoint (written
+    /// after every iteration or PPO update); --time-budget counts the
+    /// earlier runs too.
+    #[arg(long)]
+    resume: bool,
+    /// Turn domain randomisation off (on by default).
+    #[arg(long)]
+    no_randomization: bool,
+    /// Tracks to evaluate the exported model on afterwards (through the
+    /// car's own code), e.g. tracks it never saw.
+    #[arg(long, value_delimiter = ',')]
+    eval_track: Vec<String>,
+    #[arg(long, default_value_t = 3)]
+    eval_laps: usize,
+    /// Max-speed setting (percent) for the check laps and the evaluation
+    /// (and, with PPO, for training).
+    #[arg(long, default_value_t = 60.0)]
+    max_speed: f64,
+    /// `dagger` (imitation of the simulator's expert) or `ppo`
+    /// (reinforcement learning with a DeepRacer reward function).
+    #[arg(long, default_value = "dagger")]
+    algo: String,
+    /// PPO reward: a .py file defining reward_function(params) (run
+    /// unchanged), or a preset: centre-line, borders, zigzag, progress.
+    #[arg(long, default_value = "centre-line")]
+    reward: String,
+    /// PPO: a deepracer-for-cloud hyperparameters.json (default: the console's).
+    #[arg(long)]
+    hyperparameters: Option<PathBuf>,
+    /// PPO: start from an imitation run's output folder (its checkpoint/best.bpk).
+    #[arg(long)]
+    init: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Model folder or .tar.gz (required unless --expert).
+    #[arg(long, required_unless_present = "expert")]
+    model: Option<PathBuf>,
+    /// Drive the simulator's expert instead (the labels the trainer
+    /// imitates), for a lap-time baseline at the same max speed.
+    #[arg(long, conflicts_with = "model")]
+    expert: bool,
+    #[arg(long)]
+    track: String,
+    #[arg(long, default_value_t = 3)]
+    laps: usize,
+    /// Max-speed setting in percent, as on the car.
+    #[arg(long, default_value_t = 60.0)]
+    max_speed: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// tract (pure Rust), onnxruntime, or auto (ONNX Runtime when it loads).
+    #[arg(long, default_value = "tract")]
+    backend: String,
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> Result<()> {
@@ -130,292 +139,310 @@ fn main() -> Result<()> {
         )
         .init();
     match Cli::parse().cmd {
-        Cmd::Train {
-            track,
-            out,
-            time_budget,
-            net,
-            action_space,
-            seed,
-            iterations,
-            train_steps,
-            samples,
-            resume,
-            no_randomization,
-            eval_track,
-            eval_laps,
-            max_speed,
-            algo,
-            reward,
-            hyperparameters,
-            init,
-        } => {
-            let kind = NetKind::parse(&net)
-                .with_context(|| format!("--net {net}: expected `small` or `shallow`"))?;
-            let space = actions::parse(&action_space)?;
-            if time_budget.is_nan() || time_budget <= 0.0 {
-                bail!("--time-budget {time_budget}: expected minutes > 0");
-            }
-            if !(1.0..=100.0).contains(&max_speed) {
-                bail!("--max-speed {max_speed}: expected 1-100 (percent)");
-            }
-            let names: Vec<String> = if track.is_empty() {
-                Track::builtin_names()
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-            } else {
-                track
-            };
-            let tracks = resolve(&names, "--track")?;
-            let eval_tracks = resolve(&eval_track, "--eval-track")?;
-            // Keep time for export and the final evaluation laps.
-            let reserve = 10.0 + 4.0 * (eval_tracks.len() * eval_laps) as f64;
-            let budget = Duration::from_secs_f64((time_budget * 60.0 - reserve).max(1.0));
-            let evaluate = |out: &std::path::Path| -> Result<Vec<eval::EvalReport>> {
-                let backend = Backend::init(BackendChoice::Tract, None)?;
-                let mut results = Vec::new();
-                for t in &eval_tracks {
-                    let r =
-                        eval::evaluate(out, &backend, t, eval_laps, (max_speed / 100.0) as f32, 0)
-                            .with_context(|| {
-                                format!("evaluating {} on {}", out.display(), t.name())
-                            })?;
-                    eprintln!(
-                        "eval {}: {}/{} laps, times {:?} s, {} off-track",
-                        r.track, r.laps_completed, eval_laps, r.lap_times_s, r.offtrack_events
-                    );
-                    results.push(r);
-                }
-                Ok(results)
-            };
-            match algo.as_str() {
-                "dagger" => {}
-                "ppo" => {
-                    if resume && init.is_some() {
-                        bail!("--init with --resume: a resumed run continues its own networks");
-                    }
-                    let hyper = match &hyperparameters {
-                        Some(p) => ppo::Hyper::from_file(p).map_err(anyhow::Error::msg)?,
-                        None => ppo::Hyper::default(),
-                    };
-                    let reward_fn = Reward::parse(&reward)?;
-                    let cfg = ppo::PpoConfig {
-                        tracks,
-                        net: kind,
-                        space: space.clone(),
-                        reward: reward_fn,
-                        hyper,
-                        seed,
-                        time_budget: budget,
-                        envs: 16,
-                        max_episode_steps: 2000,
-                        speed_scale: max_speed / 100.0,
-                        randomization: if no_randomization {
-                            sim::Randomization::none()
-                        } else {
-                            sim::Randomization::standard()
-                        },
-                        init: init.map(|d| d.join("checkpoint").join("best.bpk")),
-                        checkpoint_dir: Some(out.join("checkpoint")),
-                    };
-                    std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
-                    let t0 = std::time::Instant::now();
-                    let budget_s = budget.as_secs_f64();
-                    let r = ppo::train(&cfg, resume, |u| {
-                        let frac = (u.elapsed_s / budget_s).min(1.0);
-                        let bar: String = (0..24)
-                            .map(|i| if (i as f64) < frac * 24.0 { '#' } else { '.' })
-                            .collect();
-                        eprintln!(
-                            "[{bar}] {} elapsed, ETA {} | update {} episodes {} reward {:.1} progress {:.0}% entropy {:.3} | check laps {:.0}% off-track {}{}",
-                            mmss(u.elapsed_s),
-                            mmss(budget_s - u.elapsed_s),
-                            u.update,
-                            u.episodes,
-                            u.reward_mean,
-                            u.progress_mean,
-                            u.entropy,
-                            u.eval_progress,
-                            u.eval_offtrack,
-                            u.eval_lap_time_s.map_or(String::new(), |t| format!(" lap {t:.2}s"))
-                        );
-                    })?;
-                    export::write(&out, &r.net, kind, &space)
-                        .with_context(|| format!("writing the model to {}", out.display()))?;
-                    let results = evaluate(&out)?;
-                    let pts = |f: &dyn Fn(&ppo::UpdateStats) -> f64| {
-                        r.history
-                            .iter()
-                            .map(|s| (s.elapsed_s, f(s)))
-                            .collect::<Vec<_>>()
-                    };
-                    let curves = report::panels(&[
-                        report::Panel {
-                            title: "mean reward per episode",
-                            colour: "#1f5fbf",
-                            points: pts(&|s| s.reward_mean),
-                            log: false,
-                        },
-                        report::Panel {
-                            title: "mean progress per episode %",
-                            colour: "#1e8449",
-                            points: pts(&|s| s.progress_mean),
-                            log: false,
-                        },
-                        report::Panel {
-                            title: "policy entropy",
-                            colour: "#8e44ad",
-                            points: pts(&|s| s.entropy),
-                            log: false,
-                        },
-                    ]);
-                    let settings = json!({
-                        "algo": "ppo",
-                        "tracks": names,
-                        "net": kind.as_str(),
-                        "action_space": action_space,
-                        "reward": reward,
-                        "hyperparameters": cfg.hyper,
-                        "seed": seed,
-                        "time_budget_min": time_budget,
-                        "max_speed_pct": max_speed,
-                        "randomization": cfg.randomization,
-                    });
-                    let extra = json!({
-                        "best_update": r.best_update,
-                        "first_clean_check_laps_s": r.first_lap_s,
-                        "wall_clock_to_export_s": t0.elapsed().as_secs_f64(),
-                        "evaluation": results,
-                    });
-                    report::write(
-                        &out,
-                        "ppo-cnn",
-                        settings,
-                        serde_json::to_value(&r.history)?,
-                        r.history.last().map(|s| s.elapsed_s),
-                        extra,
-                        &curves,
-                    )
-                    .with_context(|| format!("writing the report to {}", out.display()))?;
-                    eprintln!(
-                        "wrote {} (best update {}; first clean laps of every training track after {})",
-                        out.display(),
-                        r.best_update,
-                        r.first_lap_s.map_or("none".into(), mmss)
-                    );
-                    return Ok(());
-                }
-                other => bail!("--algo {other}: expected dagger or ppo"),
-            }
-            let mut cfg = TrainConfig::new(tracks, kind, space.clone());
-            cfg.seed = seed;
-            cfg.time_budget = budget;
-            if let Some(n) = iterations {
-                cfg.max_iterations = n;
-            }
-            if let Some(n) = train_steps {
-                cfg.train_steps = n;
-                cfg.first_train_steps = cfg.first_train_steps.min(4 * n);
-            }
-            if let Some(n) = samples {
-                cfg.samples_per_iteration = n;
-                cfg.first_samples = cfg.first_samples.min(2 * n);
-            }
-            cfg.eval_speed_scale = max_speed / 100.0;
-            if no_randomization {
-                cfg.randomization = sim::Randomization::none();
-            }
-            cfg.checkpoint_dir = Some(out.join("checkpoint"));
-            std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
+        Cmd::Train(args) => cmd_train(args),
+        Cmd::Eval(args) => cmd_eval(args),
+    }
+}
 
-            let mut bar = Bar::new(
-                cfg.time_budget.as_secs_f64(),
-                cfg.max_iterations,
-                cfg.tracks.len(),
-            );
-            let trained = dagger::train(&cfg, resume, |p| bar.update(p))?;
-            bar.finish();
-            export::write(&out, &trained.net, kind, &space)
-                .with_context(|| format!("writing the model to {}", out.display()))?;
+/// What `train` settles before either algorithm runs.
+struct TrainSetup {
+    kind: NetKind,
+    space: ActionSpace,
+    /// The training tracks as given (or every built-in one), for the report.
+    names: Vec<String>,
+    tracks: Vec<Track>,
+    eval_tracks: Vec<Track>,
+    /// The training budget: --time-budget less the time kept for export and
+    /// the final evaluation.
+    budget: Duration,
+}
 
-            let results = evaluate(&out)?;
-            let settings = json!({
-                "tracks": names,
-                "net": kind.as_str(),
-                "action_space": action_space,
-                "seed": seed,
-                "time_budget_min": time_budget,
-                "batch": cfg.batch,
-                "learning_rate": cfg.learning_rate,
-                "train_steps": [cfg.first_train_steps, cfg.train_steps],
-                "samples": [cfg.first_samples, cfg.samples_per_iteration],
-                "speed_scale": [cfg.speed_scale.0, cfg.speed_scale.1],
-                "max_speed_pct": max_speed,
-                "randomization": cfg.randomization,
-                "mirror": cfg.mirror,
-            });
-            let extra = json!({
-                "best_iteration": trained.best_iteration,
-                "samples": trained.samples,
-                "evaluation": results,
-            });
-            report::write(
-                &out,
-                "dagger-cnn",
-                settings,
-                serde_json::to_value(&trained.history)?,
-                trained.history.last().map(|s| s.elapsed_s),
-                extra,
-                &report::svg(&trained.history),
-            )
-            .with_context(|| format!("writing the report to {}", out.display()))?;
-            eprintln!(
-                "wrote {} (best iteration {}, {} samples)",
-                out.display(),
-                trained.best_iteration,
-                trained.samples
-            );
+fn cmd_train(a: TrainArgs) -> Result<()> {
+    let kind = NetKind::parse(&a.net)
+        .with_context(|| format!("--net {}: expected `small` or `shallow`", a.net))?;
+    let space = actions::parse(&a.action_space)?;
+    let time_budget = a.time_budget;
+    if time_budget.is_nan() || time_budget <= 0.0 {
+        bail!("--time-budget {time_budget}: expected minutes > 0");
+    }
+    let max_speed = a.max_speed;
+    if !(1.0..=100.0).contains(&max_speed) {
+        bail!("--max-speed {max_speed}: expected 1-100 (percent)");
+    }
+    let names: Vec<String> = if a.track.is_empty() {
+        Track::builtin_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        a.track.clone()
+    };
+    let tracks = resolve(&names, "--track")?;
+    let eval_tracks = resolve(&a.eval_track, "--eval-track")?;
+    // Keep time for export and the final evaluation laps.
+    let reserve = 10.0 + 4.0 * (eval_tracks.len() * a.eval_laps) as f64;
+    let budget = Duration::from_secs_f64((time_budget * 60.0 - reserve).max(1.0));
+    let setup = TrainSetup {
+        kind,
+        space,
+        names,
+        tracks,
+        eval_tracks,
+        budget,
+    };
+    match a.algo.as_str() {
+        "dagger" => train_dagger(a, setup),
+        "ppo" => train_ppo(a, setup),
+        other => bail!("--algo {other}: expected dagger or ppo"),
+    }
+}
+
+fn train_ppo(a: TrainArgs, s: TrainSetup) -> Result<()> {
+    if a.resume && a.init.is_some() {
+        bail!("--init with --resume: a resumed run continues its own networks");
+    }
+    let hyper = match &a.hyperparameters {
+        Some(p) => ppo::Hyper::from_file(p).map_err(anyhow::Error::msg)?,
+        None => ppo::Hyper::default(),
+    };
+    let reward_fn = Reward::parse(&a.reward)?;
+    let out = &a.out;
+    let cfg = ppo::PpoConfig {
+        tracks: s.tracks,
+        net: s.kind,
+        space: s.space.clone(),
+        reward: reward_fn,
+        hyper,
+        seed: a.seed,
+        time_budget: s.budget,
+        envs: 16,
+        max_episode_steps: 2000,
+        speed_scale: a.max_speed / 100.0,
+        randomization: if a.no_randomization {
+            sim::Randomization::none()
+        } else {
+            sim::Randomization::standard()
+        },
+        init: a.init.map(|d| d.join("checkpoint").join("best.bpk")),
+        checkpoint_dir: Some(out.join("checkpoint")),
+    };
+    std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
+    let t0 = std::time::Instant::now();
+    let budget_s = s.budget.as_secs_f64();
+    let r = ppo::train(&cfg, a.resume, |u| print_update(u, budget_s))?;
+    export::write(out, &r.net, s.kind, &s.space)
+        .with_context(|| format!("writing the model to {}", out.display()))?;
+    let results = evaluate(out, &s.eval_tracks, a.eval_laps, a.max_speed)?;
+    let curves = ppo_curves(&r.history);
+    let settings = json!({
+        "algo": "ppo",
+        "tracks": s.names,
+        "net": s.kind.as_str(),
+        "action_space": a.action_space,
+        "reward": a.reward,
+        "hyperparameters": cfg.hyper,
+        "seed": a.seed,
+        "time_budget_min": a.time_budget,
+        "max_speed_pct": a.max_speed,
+        "randomization": cfg.randomization,
+    });
+    let extra = json!({
+        "best_update": r.best_update,
+        "first_clean_check_laps_s": r.first_lap_s,
+        "wall_clock_to_export_s": t0.elapsed().as_secs_f64(),
+        "evaluation": results,
+    });
+    report::write(
+        out,
+        "ppo-cnn",
+        settings,
+        serde_json::to_value(&r.history)?,
+        r.history.last().map(|s| s.elapsed_s),
+        extra,
+        &curves,
+    )
+    .with_context(|| format!("writing the report to {}", out.display()))?;
+    eprintln!(
+        "wrote {} (best update {}; first clean laps of every training track after {})",
+        out.display(),
+        r.best_update,
+        r.first_lap_s.map_or("none".into(), mmss)
+    );
+    Ok(())
+}
+
+/// PPO's progress line on stderr, one per finished update.
+fn print_update(u: &ppo::UpdateStats, budget_s: f64) {
+    let frac = (u.elapsed_s / budget_s).min(1.0);
+    let bar: String = (0..24)
+        .map(|i| if (i as f64) < frac * 24.0 { '#' } else { '.' })
+        .collect();
+    eprintln!(
+        "[{bar}] {} elapsed, ETA {} | update {} episodes {} reward {:.1} progress {:.0}% entropy {:.3} | check laps {:.0}% off-track {}{}",
+        mmss(u.elapsed_s),
+        mmss(budget_s - u.elapsed_s),
+        u.update,
+        u.episodes,
+        u.reward_mean,
+        u.progress_mean,
+        u.entropy,
+        u.eval_progress,
+        u.eval_offtrack,
+        u.eval_lap_time_s.map_or(String::new(), |t| format!(" lap {t:.2}s"))
+    );
+}
+
+/// curves.svg of a PPO run: reward, progress and entropy over wall-clock time.
+fn ppo_curves(history: &[ppo::UpdateStats]) -> String {
+    let pts = |f: &dyn Fn(&ppo::UpdateStats) -> f64| {
+        history
+            .iter()
+            .map(|s| (s.elapsed_s, f(s)))
+            .collect::<Vec<_>>()
+    };
+    report::panels(&[
+        report::Panel {
+            title: "mean reward per episode",
+            colour: "#1f5fbf",
+            points: pts(&|s| s.reward_mean),
+            log: false,
+        },
+        report::Panel {
+            title: "mean progress per episode %",
+            colour: "#1e8449",
+            points: pts(&|s| s.progress_mean),
+            log: false,
+        },
+        report::Panel {
+            title: "policy entropy",
+            colour: "#8e44ad",
+            points: pts(&|s| s.entropy),
+            log: false,
+        },
+    ])
+}
+
+fn train_dagger(a: TrainArgs, s: TrainSetup) -> Result<()> {
+    let out = &a.out;
+    let mut cfg = TrainConfig::new(s.tracks, s.kind, s.space.clone());
+    cfg.seed = a.seed;
+    cfg.time_budget = s.budget;
+    if let Some(n) = a.iterations {
+        cfg.max_iterations = n;
+    }
+    if let Some(n) = a.train_steps {
+        cfg.train_steps = n;
+        cfg.first_train_steps = cfg.first_train_steps.min(4 * n);
+    }
+    if let Some(n) = a.samples {
+        cfg.samples_per_iteration = n;
+        cfg.first_samples = cfg.first_samples.min(2 * n);
+    }
+    cfg.eval_speed_scale = a.max_speed / 100.0;
+    if a.no_randomization {
+        cfg.randomization = sim::Randomization::none();
+    }
+    cfg.checkpoint_dir = Some(out.join("checkpoint"));
+    std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
+
+    let mut bar = Bar::new(
+        cfg.time_budget.as_secs_f64(),
+        cfg.max_iterations,
+        cfg.tracks.len(),
+    );
+    let trained = dagger::train(&cfg, a.resume, |p| bar.update(p))?;
+    bar.finish();
+    export::write(out, &trained.net, s.kind, &s.space)
+        .with_context(|| format!("writing the model to {}", out.display()))?;
+
+    let results = evaluate(out, &s.eval_tracks, a.eval_laps, a.max_speed)?;
+    let settings = json!({
+        "tracks": s.names,
+        "net": s.kind.as_str(),
+        "action_space": a.action_space,
+        "seed": a.seed,
+        "time_budget_min": a.time_budget,
+        "batch": cfg.batch,
+        "learning_rate": cfg.learning_rate,
+        "train_steps": [cfg.first_train_steps, cfg.train_steps],
+        "samples": [cfg.first_samples, cfg.samples_per_iteration],
+        "speed_scale": [cfg.speed_scale.0, cfg.speed_scale.1],
+        "max_speed_pct": a.max_speed,
+        "randomization": cfg.randomization,
+        "mirror": cfg.mirror,
+    });
+    let extra = json!({
+        "best_iteration": trained.best_iteration,
+        "samples": trained.samples,
+        "evaluation": results,
+    });
+    report::write(
+        out,
+        "dagger-cnn",
+        settings,
+        serde_json::to_value(&trained.history)?,
+        trained.history.last().map(|s| s.elapsed_s),
+        extra,
+        &report::svg(&trained.history),
+    )
+    .with_context(|| format!("writing the report to {}", out.display()))?;
+    eprintln!(
+        "wrote {} (best iteration {}, {} samples)",
+        out.display(),
+        trained.best_iteration,
+        trained.samples
+    );
+    Ok(())
+}
+
+/// The exported model in `out` on every --eval-track, through the car's own
+/// code (tract, as on the car).
+fn evaluate(
+    out: &Path,
+    tracks: &[Track],
+    laps: usize,
+    max_speed: f64,
+) -> Result<Vec<eval::EvalReport>> {
+    let backend = Backend::init(BackendChoice::Tract, None)?;
+    let mut results = Vec::new();
+    for t in tracks {
+        let r = eval::evaluate(out, &backend, t, laps, (max_speed / 100.0) as f32, 0)
+            .with_context(|| format!("evaluating {} on {}", out.display(), t.name()))?;
+        eprintln!(
+            "eval {}: {}/{} laps, times {:?} s, {} off-track",
+            r.track, r.laps_completed, laps, r.lap_times_s, r.offtrack_events
+        );
+        results.push(r);
+    }
+    Ok(results)
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let choice: BackendChoice = a
+        .backend
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--backend: {e}"))?;
+    let max_speed = a.max_speed;
+    if !(0.0..=100.0).contains(&max_speed) {
+        bail!("--max-speed {max_speed}: expected 0-100");
+    }
+    let track = &a.track;
+    let t = Track::resolve(track).with_context(|| format!("--track {track}"))?;
+    let r = match a.model {
+        Some(model) if !a.expert => {
+            let backend = Backend::init(choice, None)?;
+            eval::evaluate(&model, &backend, &t, a.laps, max_speed / 100.0, a.seed)
+                .with_context(|| format!("--model {}", model.display()))?
         }
-        Cmd::Eval {
-            model,
-            expert,
-            track,
-            laps,
-            max_speed,
-            seed,
-            backend,
-            json,
-        } => {
-            let choice: BackendChoice = backend
-                .parse()
-                .map_err(|e| anyhow::anyhow!("--backend: {e}"))?;
-            if !(0.0..=100.0).contains(&max_speed) {
-                bail!("--max-speed {max_speed}: expected 0-100");
-            }
-            let t = Track::resolve(&track).with_context(|| format!("--track {track}"))?;
-            let r = match model {
-                Some(model) if !expert => {
-                    let backend = Backend::init(choice, None)?;
-                    eval::evaluate(&model, &backend, &t, laps, max_speed / 100.0, seed)
-                        .with_context(|| format!("--model {}", model.display()))?
-                }
-                _ => eval::evaluate_expert(&t, laps, max_speed / 100.0, seed),
-            };
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
-                    "{}: {}/{} laps, times {:?} s, {} off-track, mean progress {:.1} %",
-                    r.track,
-                    r.laps_completed,
-                    laps,
-                    r.lap_times_s,
-                    r.offtrack_events,
-                    r.progress_mean
-                );
-            }
-        }
+        _ => eval::evaluate_expert(&t, a.laps, max_speed / 100.0, a.seed),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{}: {}/{} laps, times {:?} s, {} off-track, mean progress {:.1} %",
+            r.track, r.laps_completed, a.laps, r.lap_times_s, r.offtrack_events, r.progress_mean
+        );
     }
     Ok(())
 }

@@ -49,7 +49,9 @@ pub enum FormatPreference {
     /// camera sends), else YUYV.
     #[default]
     Auto,
+    /// MJPEG only (a `JPEG` fourcc is accepted too).
     Mjpeg,
+    /// YUYV 4:2:2 only; rows must not be padded.
     Yuyv,
 }
 
@@ -60,9 +62,14 @@ pub struct V4l2Config {
     /// `/dev/videoN`; `None` scans /dev/video4 down to /dev/video0 for the
     /// first streaming capture device, as the stock car does.
     pub device: Option<PathBuf>,
+    /// Frame width to ask for, pixels (16..=4096); the driver may give another
+    /// (logged, see [`Negotiated`]).
     pub width: u32,
+    /// Frame height to ask for, pixels (16..=4096).
     pub height: u32,
+    /// Frame rate to ask for (1..=240), set explicitly with `VIDIOC_S_PARM`.
     pub fps: u32,
+    /// Pixel format to ask for.
     pub format: FormatPreference,
     /// mmap buffers in the ring; 2 is the least that lets the driver fill
     /// one while we read another.
@@ -113,11 +120,17 @@ impl V4l2Config {
 /// What the driver actually accepted, for logs and the status page.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Negotiated {
+    /// The device opened (`/dev/videoN`).
     pub device: PathBuf,
+    /// Kernel driver name from `VIDIOC_QUERYCAP` (e.g. `uvcvideo`).
     pub driver: String,
+    /// The camera's name as the driver reports it.
     pub card: String,
+    /// The pixel format frames arrive in.
     pub format: PixelFormat,
+    /// Frame width the driver granted, pixels.
     pub width: u32,
+    /// Frame height the driver granted, pixels.
     pub height: u32,
     /// The frame rate asked for.
     pub fps_requested: u32,

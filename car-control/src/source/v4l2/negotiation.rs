@@ -89,10 +89,12 @@ impl SeqTracker {
         global
     }
 
+    /// Frames that never reached the caller, across reconnects.
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
 
+    /// Frames handed out.
     pub fn delivered(&self) -> u64 {
         self.delivered
     }
