@@ -102,7 +102,8 @@ resolve() {
 }
 modrel() { modinfo -k "$KVER" -n "$1" | sed "s#^$MODDIR/##"; }
 params_vivid="n_devs=1 node_types=0x1 num_inputs=1 input_types=0x0"
-params_i2c_stub="chip_addr=0x40"
+# 0x40: the PCA9685; 0x3f: the stock board's battery gauge.
+params_i2c_stub="chip_addr=0x3f,0x40"
 for m in vivid i2c-stub i2c-dev; do resolve "$(modrel "$m")"; done
 : > "$ROOT/etc/modules.load"
 for rel in "${order[@]}"; do
@@ -147,6 +148,14 @@ steering_channel = 1
 
 [web]
 state_dir = "/tmp/web"
+
+# The gauge's register file is i2c-stub's chip 0x3f (init.sh sets its
+# charge byte); the stock board's bus discovery needs its PCI device, which
+# the VM has not, so the bus is named.
+[battery]
+backend = "deepracer"
+bus = "/dev/i2c-0"
+poll_seconds = 5
 TOML
 cat > "$ROOT/etc/vmtest.env" <<ENV
 SECS=$SECS

@@ -44,6 +44,8 @@ pub struct Config {
     pub actuator: ActuatorConfig,
     pub web: WebConfig,
     pub record: RecordConfig,
+    /// `[battery]`: the stock board's gauge, or none.
+    pub battery: crate::battery::BatteryConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,6 +282,9 @@ impl Config {
         }
         if self.record.jpeg_quality == 0 || self.record.jpeg_quality > 100 {
             return Err(bad("record.jpeg_quality", "must be between 1 and 100"));
+        }
+        if let Err((key, m)) = self.battery.validate() {
+            return Err(bad(key, &m));
         }
         Ok(())
     }

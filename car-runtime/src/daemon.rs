@@ -44,6 +44,7 @@ pub struct Daemon {
     lp: ControlLoop,
     web: Option<web_ui::WebHandle>,
     _loader: Option<Arc<pipeline::ModelLoader>>,
+    _battery: Option<crate::battery::BatteryMonitor>,
     sim_status: Option<Arc<crate::source::sim::SimStatus>>,
     shared: Arc<Shared>,
 }
@@ -73,6 +74,7 @@ impl Daemon {
             lp,
             web,
             _loader,
+            _battery,
             sim_status,
             shared: _,
         } = self;
@@ -200,7 +202,20 @@ pub fn assemble(
     // The web server runs on its own threads; never for headless runs.
     let mut web = None;
     let mut loader = None;
+    let mut battery = None;
     if !run.headless {
+        // A gauge that cannot be found is logged, never fatal: the car
+        // drives without a battery figure.
+        let state = match crate::battery::BatteryMonitor::start(&cfg.battery) {
+            Ok((m, state)) => {
+                battery = m;
+                state
+            }
+            Err(e) => {
+                tracing::error!("{e}; the phone shows no battery level");
+                crate::battery::BatteryState::absent()
+            }
+        };
         if let Ok(b) = &backend {
             loader = Some(Arc::new(pipeline::ModelLoader::start(
                 shared.clone(),
@@ -215,6 +230,7 @@ pub fn assemble(
             loader.clone(),
             cfg.source.kind == SourceKind::Sim,
             sim_status.clone(),
+            state,
         );
         match web_ui::start(cfg.web.clone(), Arc::new(api)) {
             Ok(h) => web = Some(h),
@@ -225,6 +241,7 @@ pub fn assemble(
         lp,
         web,
         _loader: loader,
+        _battery: battery,
         sim_status,
         shared,
     })

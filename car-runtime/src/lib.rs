@@ -11,6 +11,7 @@ pub use car_control::{
     supervisor, telemetry, wheels,
 };
 
+pub mod battery;
 pub mod config;
 pub mod daemon;
 pub mod web;

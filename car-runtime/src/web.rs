@@ -49,6 +49,8 @@ pub struct RuntimeApi {
     loader: Option<Arc<ModelLoader>>,
     simulated: bool,
     _sim: Option<Arc<SimStatus>>,
+    /// The gauge's last reading (absent without one).
+    battery: Arc<crate::battery::BatteryState>,
     live: Mutex<servo_driver::Calibration>,
     actuator_name: String,
 }
@@ -61,6 +63,7 @@ impl RuntimeApi {
         loader: Option<Arc<ModelLoader>>,
         simulated: bool,
         sim: Option<Arc<SimStatus>>,
+        battery: Arc<crate::battery::BatteryState>,
     ) -> Self {
         let live = actuator
             .load_calibration()
@@ -73,6 +76,7 @@ impl RuntimeApi {
             loader,
             simulated,
             _sim: sim,
+            battery,
             live: Mutex::new(live),
             actuator_name,
         }
@@ -207,7 +211,9 @@ impl CarApi for RuntimeApi {
             latency_p50_ms: pct(0.5),
             latency_p99_ms: pct(0.99),
             cpu_temp_c: cpu_temp_c(),
-            battery_pct: None,
+            battery_pct: self.battery.percent(),
+            battery_level: self.battery.level(),
+            battery_low: self.battery.low(),
             last_event,
             simulated: self.simulated,
             actuator: self.actuator_name.clone(),

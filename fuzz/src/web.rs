@@ -46,6 +46,8 @@ impl CarApi for Car {
             latency_p99_ms: 0.0,
             cpu_temp_c: None,
             battery_pct: None,
+            battery_level: None,
+            battery_low: false,
             last_event: None,
             simulated: true,
             actuator: "fuzz".into(),

@@ -134,6 +134,9 @@ need(el > 0 and frames >= want, f"{frames} frames in {el:.2f}s < 95% of {FPS} fp
 c2p = s1.get("capture_to_pwm_ms") or {}
 fps_line = [l for l in logs if "camera" in l and "fps" in l]
 need(fps_line, "the daemon did not log the camera's negotiated rate")
+battery = kv.get("steady_battery", "")
+need("battery level 9/11" in battery,
+     f"the daemon did not read level 9/11 from the gauge (i2c-stub 0x3f): {battery!r}")
 
 check_driving("unplug_regs_before")
 unpl = check_neutral("unplug_regs_unplugged")
@@ -150,6 +153,7 @@ print(
     f"driving throttle/steering counts {drv['throttle'] if drv else '?'}/{drv['steering'] if drv else '?'} "
     f"(commanded throttle {drive_t} at {a.max_speed:.0f}% max speed); "
     f"after SIGTERM throttle {after['throttle'] if after else '?'} (neutral {neutral_t}); "
+    f"battery gauge {'level 9/11' if 'battery level 9/11' in battery else '?'} over i2c-dev; "
     f"camera unplugged: throttle {unpl['throttle'] if unpl else '?'}, replugged: {back['throttle'] if back else '?'}; "
     # vivid stamps a frame with its ideal time, which can lie after the
     # dequeue, so this is no latency figure for a real camera.

@@ -24,6 +24,9 @@ while [ ! -e /dev/video0 ] || [ ! -e /dev/i2c-0 ]; do
   usleep 100000
 done
 say boot_s "$(cut -d' ' -f1 /proc/uptime)"
+# The battery gauge's charge byte (register 0x03 of 0x3f): 0xd9 is level 9
+# of 11 in the stock table.
+i2cset -y 0 0x3f 0x03 0xd9 b || say error "i2cset of the battery gauge failed"
 
 # busybox i2cget parses the register as hex even without 0x: always pass 0xNN.
 reg() { i2cget -y 0 0x40 "$(printf '0x%02x' "$1")" b; }
@@ -75,6 +78,7 @@ stop() { # stop NAME: SIGTERM, then the registers and the summary
   say "$1_regs_after_term" "$(regs)"
   say "$1_json" "$(cat "/tmp/$1.json")"
   grep -m3 -E 'camera|WARN|ERROR|error' "/tmp/$1.err" | sed "s/^/VMTEST $1_log /"
+  grep -m1 'battery level' "/tmp/$1.err" | sed "s/^/VMTEST $1_battery /"
 }
 
 # Run 1: steady driving, frame rate, commanded pulses, SIGTERM -> neutral.

@@ -111,7 +111,13 @@ function renderStatus(s) {
   show($('st-temp-w'), s.cpu_temp_c != null);
   if (s.cpu_temp_c != null) $('st-temp').textContent = s.cpu_temp_c.toFixed(0);
   show($('st-bat-w'), s.battery_pct != null);
-  if (s.battery_pct != null) $('st-bat').textContent = s.battery_pct.toFixed(0);
+  if (s.battery_pct != null) {
+    $('st-bat').textContent = s.battery_pct.toFixed(0);
+    $('st-bat-bar').style.width = Math.max(0, Math.min(100, s.battery_pct)) + '%';
+    $('st-bat-w').title = 'battery level ' + s.battery_level + ' of 11';
+  }
+  $('st-bat-w').classList.toggle('low', !!s.battery_low);
+  show($('battery-banner'), !!s.battery_low);
   show($('estop-banner'), s.estop);
 }
 

@@ -101,7 +101,14 @@ pub struct CarStatus {
     pub latency_p50_ms: f32,
     pub latency_p99_ms: f32,
     pub cpu_temp_c: Option<f32>,
+    /// Battery charge, % of full (`None`: no gauge, or no reading yet).
     pub battery_pct: Option<f32>,
+    /// The gauge's own level, 0-11 (the stock DeepRacer's scale).
+    #[serde(default)]
+    pub battery_level: Option<u8>,
+    /// At or below the configured low level: the phone warns.
+    #[serde(default)]
+    pub battery_low: bool,
     /// Short human text for the last mode transition or refusal
     /// ("e-stop latched", "stall: no frame for 200 ms", ...).
     pub last_event: Option<String>,

@@ -120,6 +120,7 @@ fn the_daemon_validate_path_refuses_it_and_lives() {
         None,
         true,
         None,
+        car_runtime::battery::BatteryState::absent(),
     );
     let e = api.validate_model(t.path()).unwrap_err();
     assert!(e.contains("dimension 2 is 65535"), "{e}");

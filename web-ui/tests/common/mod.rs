@@ -99,6 +99,8 @@ impl CarApi for FakeCar {
             latency_p99_ms: 2.0,
             cpu_temp_c: Some(50.0),
             battery_pct: None,
+            battery_level: None,
+            battery_low: false,
             last_event: None,
             simulated: true,
             actuator: "fake".into(),
