@@ -29,9 +29,9 @@ fn tracked() -> Vec<String> {
         .collect()
 }
 
-/// Names of the packages in `-p krate`'s normal (not dev, not build)
-/// dependency tree.
-fn dependency_names(krate: &str) -> Vec<String> {
+/// `cargo tree -p krate -e edges` with no prefix: one package (or, with
+/// `features` in `edges`, one package feature) per line.
+fn tree(krate: &str, edges: &str) -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(root())
@@ -39,7 +39,7 @@ fn dependency_names(krate: &str) -> Vec<String> {
             "tree",
             "--offline",
             "-e",
-            "normal",
+            edges,
             "--prefix",
             "none",
             "-p",
@@ -52,8 +52,13 @@ fn dependency_names(krate: &str) -> Vec<String> {
         "cargo tree -p {krate}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Names of the packages in `-p krate`'s normal (not dev, not build)
+/// dependency tree.
+fn dependency_names(krate: &str) -> Vec<String> {
+    tree(krate, "normal")
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(String::from))
         .collect()
@@ -109,27 +114,7 @@ fn test_helpers_and_writers_stay_out_of_the_daemon() {
         !deps.iter().any(|d| d == "test-support"),
         "car-runtime depends on test-support, a dev-only crate"
     );
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(root())
-        .args([
-            "tree",
-            "--offline",
-            "-e",
-            "normal,features",
-            "--prefix",
-            "none",
-            "-p",
-            "car-runtime",
-        ])
-        .output()
-        .expect("cargo tree");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tree = String::from_utf8_lossy(&out.stdout);
+    let tree = tree("car-runtime", "normal,features");
     for (krate, feature) in [
         ("servo-driver", "test-model"),
         ("policy", "export"),
