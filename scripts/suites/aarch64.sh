@@ -5,7 +5,7 @@
 # release profile, same target dir, so the package build after it reuses the
 # dependencies) and runs their unit tests under qemu-aarch64-static, the
 # runner set in .cargo/config.toml, plus the in-process integration tests of
-# policy and car-runtime (engines, the control loop, the frame arena that is
+# policy and car-control (engines, the control loop, the frame arena that is
 # the daemon's global allocator). Exit 0 pass, 77 skipped (reason printed),
 # else fail.
 set -uo pipefail
@@ -32,7 +32,10 @@ cargo-zigbuild test --release --locked --no-run --target "aarch64-unknown-linux-
 # features as above and builds nothing twice.
 integration=("${args[@]}")
 for t in arena control_loop alloc preprocess tract_backend tf_model ort_backend; do integration+=(--test "$t"); done
-cargo-zigbuild test --release --locked --no-run --target "aarch64-unknown-linux-gnu.$GLIBC_CEILING" "${integration[@]}" || {
+# Built, not run: car-runtime's own harness, because cargo only links the
+# car-runtime executable (the model-check child below) for a package whose
+# integration tests it builds.
+cargo-zigbuild test --release --locked --no-run --target "aarch64-unknown-linux-gnu.$GLIBC_CEILING" "${integration[@]}" --test car_runtime || {
   echo "FAIL: aarch64 build of the policy and car-runtime integration tests" >&2; exit 1; }
 echo "aarch64 build took $((SECONDS - t0))s"
 # The daemon checks every model in a child car-runtime process. Under
@@ -42,8 +45,10 @@ echo "aarch64 build took $((SECONDS - t0))s"
 # tests are pointed at a host script that runs that same aarch64 car-runtime
 # under the same emulator.
 checker=$CARGO_TARGET_DIR/qemu-checker.sh
+child=$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/car-runtime
+[ -x "$child" ] || { echo "FAIL: the build left no $child for the model-check child" >&2; exit 1; }
 printf '#!/bin/sh\nexec qemu-aarch64-static -L / %s "$@"\n' \
-  "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/car-runtime" >"$checker"
+  "$child" >"$checker"
 chmod +x "$checker"
 export CAR_RUNTIME_CHECKER=$checker
 t1=$SECONDS

@@ -10,9 +10,12 @@ use car_runtime::control::EndReason;
 use car_runtime::daemon::{assemble, RunOptions};
 
 /// The simulated car with the stock calibration (no file: never whatever
-/// this machine has under /var/lib).
+/// this machine has under /var/lib). Tract, because the engine is chosen
+/// once per process and this harness's model checks run on tract: `auto`
+/// would pick ONNX Runtime wherever `ORT_DYLIB_PATH` is set.
 fn sim_config(dir: &std::path::Path) -> Config {
     let mut cfg = Config::default();
+    cfg.model.backend = car_runtime::config::BackendChoice::Tract;
     cfg.source.kind = SourceKind::Sim;
     cfg.actuator.backend = servo_driver::BackendKind::Sim;
     cfg.actuator.calibration = dir.join("calibration.json");

@@ -327,12 +327,14 @@ impl Run<'_> {
 }
 
 /// Train by DAgger. `progress` sees collection, every optimiser step and
-/// every finished iteration.
+/// every finished iteration. Runs in one process take turns (see
+/// [`one_run_at_a_time`]).
 pub fn train(
     cfg: &TrainConfig,
     resume: bool,
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<Trained, TrainError> {
+    let _turn = one_run_at_a_time();
     if cfg.tracks.is_empty() {
         return Err(TrainError::NoTracks);
     }
@@ -353,6 +355,17 @@ pub fn train(
         run.last_iter_s = Some(iter_start.elapsed().as_secs_f64());
     }
     run.finish()
+}
+
+/// Held by every training run for its whole length. burn's device seed is
+/// one random stream for the whole process: two runs at once (a program
+/// that trains twice on threads, or parallel tests) would draw from each
+/// other's stream, and neither would be the run its seed names, nor resume
+/// to the same figures. A run that panicked leaves no state behind that the
+/// next one reads, so a poisoned lock is taken as it is.
+pub(crate) fn one_run_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The inference device and the autodiff one, seeded before any network

@@ -328,12 +328,14 @@ impl Run<'_> {
 
 /// Train with PPO. `progress` sees every finished update. With `resume`,
 /// continue the run whose checkpoint is in `cfg.checkpoint_dir`; the time
-/// budget and `max_episodes` count the earlier runs too.
+/// budget and `max_episodes` count the earlier runs too. Runs in one
+/// process take turns, as DAgger's do.
 pub fn train(
     cfg: &PpoConfig,
     resume: bool,
     mut progress: impl FnMut(&UpdateStats),
 ) -> Result<PpoResult, PpoError> {
+    let _turn = crate::dagger::one_run_at_a_time();
     let (mut run, mut learner) = Run::start(cfg, resume)?;
     for update in run.first_update.. {
         if run.should_stop() {
