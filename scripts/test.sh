@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 passed=0; failed=0; skipped=0
-failed_names=(); skipped_names=()
+failed_names=(); skipped_names=(); times=()
 
 # run_suite NAME CMD...: exit 0 = pass, 77 = skipped (the suite says why), else fail.
 run_suite() {
@@ -15,6 +15,7 @@ run_suite() {
   local start=$SECONDS
   "$@"; local rc=$?
   local took=$((SECONDS - start))
+  times+=("$name ${took}s")
   case $rc in
     0) passed=$((passed + 1)); echo "=== suite $name: passed (${took}s)";;
     77) skipped=$((skipped + 1)); skipped_names+=("$name"); echo "=== suite $name: SKIPPED (${took}s)";;
@@ -56,7 +57,7 @@ budget_min=${CAR_TEST_BUDGET_MIN:-$([ -n "${CI:-}" ] && echo 55 || echo 0)}
 # 2 cores shared with three other builds; about 12 on a quiet machine; a
 # warm one re-links in seconds), then CAR_FUZZ_SECONDS (15) per target,
 # about 2 minutes for all of them.
-ordered=(browser:4 systemd:3 vm:12 fuzz:14 trainer:22 aarch64:15 package:15)
+ordered=(browser:4 systemd:3 vm:5 fuzz:14 trainer:22 aarch64:15 package:15)
 run_timed_suite() {
   local name=$1 need=$2 file=scripts/suites/$1.sh
   if [ "$budget_min" -eq 0 ]; then bash "$file"; return; fi
@@ -87,5 +88,8 @@ echo
 [ -n "$ort_note" ] && skipped_names+=("$ort_note")
 [ ${#skipped_names[@]} -gt 0 ] && echo "skipped suites: ${skipped_names[*]}"
 [ ${#failed_names[@]} -gt 0 ] && echo "failed suites: ${failed_names[*]}"
+# One line with every suite's time, cold or warm as this machine was: the
+# figures the CI budget below is set from.
+(IFS=,; echo "suite times (total ${SECONDS}s): ${times[*]}")
 echo "suites: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -36,7 +36,11 @@ else
 fi
 rc=0
 # The car's own check accepts the trainer's output unchanged.
-cargo run -q --locked -p car-runtime -- check-model models/default --json || rc=1
+# The car's own check of the bundled model, with the binary the cargo-test
+# suite built: `cargo run -p car-runtime` alone would resolve car-runtime's
+# features apart from the workspace's and rebuild tract, axum and the rest.
+build_workspace_bins || { echo "FAIL: workspace build" >&2; exit 1; }
+"${CARGO_TARGET_DIR:-target}/debug/car-runtime" check-model models/default --json || rc=1
 for t in "${tracks[@]}"; do
   json=$("$bin" eval --model models/default --track "$t" --laps 3 --max-speed 60 --json) || { rc=1; continue; }
   echo "bundled model on $t: $json"
