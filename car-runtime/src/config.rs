@@ -46,6 +46,8 @@ pub struct Config {
     pub record: RecordConfig,
     /// `[battery]`: the stock board's gauge, or none.
     pub battery: crate::battery::BatteryConfig,
+    /// `[lights]`: the stock board's status LEDs and tail light, or none.
+    pub lights: crate::lights::LightsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,6 +286,9 @@ impl Config {
             return Err(bad("record.jpeg_quality", "must be between 1 and 100"));
         }
         if let Err((key, m)) = self.battery.validate() {
+            return Err(bad(key, &m));
+        }
+        if let Err((key, m)) = self.lights.validate() {
             return Err(bad(key, &m));
         }
         Ok(())

@@ -45,6 +45,8 @@ pub struct Daemon {
     web: Option<web_ui::WebHandle>,
     _loader: Option<Arc<pipeline::ModelLoader>>,
     _battery: Option<crate::battery::BatteryMonitor>,
+    /// Dropped after the loop has ended: the status LEDs go dark last.
+    _lights: Option<crate::lights::Lights>,
     sim_status: Option<Arc<crate::source::sim::SimStatus>>,
     shared: Arc<Shared>,
 }
@@ -75,6 +77,7 @@ impl Daemon {
             web,
             _loader,
             _battery,
+            _lights,
             sim_status,
             shared: _,
         } = self;
@@ -203,6 +206,7 @@ pub fn assemble(
     let mut web = None;
     let mut loader = None;
     let mut battery = None;
+    let mut lights = None;
     if !run.headless {
         // A gauge that cannot be found is logged, never fatal: the car
         // drives without a battery figure.
@@ -216,6 +220,23 @@ pub fn assemble(
                 crate::battery::BatteryState::absent()
             }
         };
+        // Status LEDs and tail light: their own thread and the web's, best
+        // effort; a board without them drives the same.
+        let phone = Arc::new(crate::lights::PhoneSeen::default());
+        let period_ns = cfg
+            .actuator
+            .load_calibration()
+            .map(|c| c.period_ns)
+            .unwrap_or_else(|_| servo_driver::Calibration::stock().period_ns);
+        lights = crate::lights::Lights::start(
+            &cfg.lights,
+            &cfg.actuator.sysfs,
+            &cfg.actuator.calibration,
+            period_ns,
+            shared.clone(),
+            state.clone(),
+            phone.clone(),
+        );
         if let Ok(b) = &backend {
             loader = Some(Arc::new(pipeline::ModelLoader::start(
                 shared.clone(),
@@ -231,7 +252,8 @@ pub fn assemble(
             cfg.source.kind == SourceKind::Sim,
             sim_status.clone(),
             state,
-        );
+        )
+        .with_lights(lights.as_ref().and_then(|l| l.tail()), phone);
         match web_ui::start(cfg.web.clone(), Arc::new(api)) {
             Ok(h) => web = Some(h),
             Err(e) => tracing::error!(error = %e, "web UI did not start; the car runs without it"),
@@ -242,6 +264,7 @@ pub fn assemble(
         web,
         _loader: loader,
         _battery: battery,
+        _lights: lights,
         sim_status,
         shared,
     })

@@ -14,4 +14,5 @@ pub use car_control::{
 pub mod battery;
 pub mod config;
 pub mod daemon;
+pub mod lights;
 pub mod web;

@@ -53,6 +53,10 @@ pub struct RuntimeApi {
     battery: Arc<crate::battery::BatteryState>,
     live: Mutex<servo_driver::Calibration>,
     actuator_name: String,
+    /// The board's tail light (None: it has none).
+    tail: Option<Arc<crate::lights::TailControl>>,
+    /// Stamped on every status request: the status LEDs show a phone is on.
+    phone: Arc<crate::lights::PhoneSeen>,
 }
 
 impl RuntimeApi {
@@ -79,7 +83,20 @@ impl RuntimeApi {
             battery,
             live: Mutex::new(live),
             actuator_name,
+            tail: None,
+            phone: Arc::default(),
         }
+    }
+
+    /// The tail light the phone sets, and where phone visits are stamped.
+    pub fn with_lights(
+        mut self,
+        tail: Option<Arc<crate::lights::TailControl>>,
+        phone: Arc<crate::lights::PhoneSeen>,
+    ) -> Self {
+        self.tail = tail;
+        self.phone = phone;
+        self
     }
 
     fn send(&self, c: Command) -> Result<(), ApiError> {
@@ -159,6 +176,7 @@ const DEADLINE_US: f32 = 66_667.0;
 
 impl CarApi for RuntimeApi {
     fn status(&self) -> CarStatus {
+        self.phone.stamp();
         let latest = self.shared.telemetry.latest().unwrap_or_default();
         let mut recent = Vec::with_capacity(128);
         let n = self.shared.telemetry.written();
@@ -459,5 +477,31 @@ impl CarApi for RuntimeApi {
         } else {
             Err(ApiError::Internal("model loader thread has stopped".into()))
         }
+    }
+
+    fn tail_light(&self) -> Option<web_ui::TailLightColour> {
+        let c = self.tail.as_ref()?.colour();
+        Some(web_ui::TailLightColour {
+            r: c.r,
+            g: c.g,
+            b: c.b,
+        })
+    }
+
+    fn set_tail_light(
+        &self,
+        c: web_ui::TailLightColour,
+    ) -> Result<web_ui::TailLightColour, ApiError> {
+        let tail = self
+            .tail
+            .as_ref()
+            .ok_or_else(|| ApiError::Refused("this car has no tail light".into()))?;
+        tail.set(servo_driver::leds::Rgb {
+            r: c.r,
+            g: c.g,
+            b: c.b,
+        })
+        .map_err(ApiError::Internal)?;
+        Ok(c)
     }
 }

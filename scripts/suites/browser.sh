@@ -26,10 +26,31 @@ BIN="$CARGO_TARGET_DIR/debug/car-runtime"
 
 TMP=$(mktemp -d /tmp/car-browser.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# The stock board's lights on a fake sysfs tree (the wheels stay simulated):
+# the tail-light test reads the duty cycles the daemon writes for the
+# colour picked on the Settings page.
+SYS=$TMP/sys
+mkdir -p "$SYS/devices/pci0000:00/0000:00:17.0" "$SYS/class/pwm/pwmchip0" "$SYS/class/gpio" "$SYS/class/net/wlan0"
+ln -s ../../../devices/pci0000:00/0000:00:17.0 "$SYS/class/pwm/pwmchip0/device"
+for c in 0 1 2 3 4; do
+  mkdir -p "$SYS/class/pwm/pwmchip0/pwm$c"
+  for f in period duty_cycle enable; do echo 0 >"$SYS/class/pwm/pwmchip0/pwm$c/$f"; done
+done
+for n in 448 447 437 446 445 443 450 457 458; do
+  mkdir -p "$SYS/class/gpio/gpio$n"; echo in >"$SYS/class/gpio/gpio$n/direction"; echo 0 >"$SYS/class/gpio/gpio$n/value"
+done
+echo up >"$SYS/class/net/wlan0/operstate"
 cat > "$TMP/config.toml" <<TOML
 [actuator]
 backend = "sim"
 calibration = "$TMP/calibration.json"
+
+[actuator.sysfs]
+root = "$SYS"
+
+[lights]
+backend = "deepracer"
+stock_led_values = "$TMP/no-stock-led-values.json"
 
 [web]
 address = "127.0.0.1:$PORT"
@@ -57,6 +78,7 @@ export BASE_URL="http://127.0.0.1:$PORT"
 export CAR_PASSWORD; CAR_PASSWORD=$(tr -d '\n' < "$TMP/state/initial-password")
 export GOOD_MODEL="$ROOT/models/default"
 export CAL_FILE="$TMP/calibration.json"
+export TAIL_DIR="$SYS/class/pwm/pwmchip0"
 export SHOTS="$ROOT/tests/browser/screenshots"
 (cd tests/browser && node --test --test-concurrency=1 ui.test.mjs)
 rc=$?

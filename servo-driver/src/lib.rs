@@ -21,6 +21,7 @@ pub mod calibration;
 pub mod config;
 mod driver;
 pub mod failsafe;
+pub mod leds;
 pub mod pca9685;
 pub mod rppal;
 pub mod sim;

@@ -89,7 +89,7 @@ fn describe_found(found: &[(String, String)]) -> String {
     }
 }
 
-fn io_err(path: &Path, source: io::Error) -> SysfsError {
+pub(crate) fn io_err(path: &Path, source: io::Error) -> SysfsError {
     if matches!(
         source.raw_os_error(),
         Some(libc::EACCES) | Some(libc::EPERM)
@@ -281,7 +281,12 @@ pub fn find_chip(root: &Path, chip_match: &str) -> Result<PathBuf, SysfsError> {
 
 /// Export `index` under `parent` (writing it to `parent/export`) unless
 /// `parent/<prefix><index>` exists; returns that directory.
-fn export(parent: &Path, prefix: &str, index: u32, probe: &str) -> Result<PathBuf, SysfsError> {
+pub(crate) fn export(
+    parent: &Path,
+    prefix: &str,
+    index: u32,
+    probe: &str,
+) -> Result<PathBuf, SysfsError> {
     let dir = parent.join(format!("{prefix}{index}"));
     if dir.exists() {
         return Ok(dir);

@@ -352,3 +352,120 @@ fn fresh_process_neutral_path_overrides_a_stale_duty() {
     assert_eq!(tree.attr(1, "duty_cycle"), "1450000");
     assert_eq!(d.backend(), "sysfs");
 }
+
+// ---- the stock board's lights (servo_driver::leds) on the same fake tree
+
+use servo_driver::leds::{
+    OnOff, Rgb, StatusLeds, TailLight, STOCK_STATUS_GPIOS, STOCK_TAIL_CHANNELS,
+};
+
+#[test]
+fn status_leds_export_their_nine_lines_as_outputs_and_write_colours() {
+    let tree = FakeSysfs::unexported();
+    let mut leds = StatusLeds::open(&tree.root(), &STOCK_STATUS_GPIOS).expect("open");
+    assert_eq!(leds.len(), 3);
+    let exported = tree.exported.lock().unwrap().clone();
+    let want: Vec<String> = STOCK_STATUS_GPIOS
+        .iter()
+        .flatten()
+        .map(|n| format!("gpio{n}"))
+        .collect();
+    assert_eq!(exported, want);
+    for n in STOCK_STATUS_GPIOS.iter().flatten() {
+        // "low": output, driven off in the same write.
+        assert_eq!(tree.gpio(*n, "direction"), "low", "gpio{n}");
+    }
+    leds.set(0, OnOff::RED).unwrap();
+    leds.set(1, OnOff::CYAN).unwrap();
+    leds.set(2, OnOff::OFF).unwrap();
+    let v = |n: u32| tree.gpio(n, "value");
+    assert_eq!([v(448), v(447), v(437)], ["1", "0", "0"]);
+    assert_eq!([v(446), v(445), v(443)], ["0", "1", "1"]);
+    assert_eq!([v(450), v(457), v(458)], ["0", "0", "0"]);
+    // Unchanged lines are not written again: a value changed behind the
+    // writer's back stays as it is until the colour changes.
+    write(&tree.root().join("class/gpio/gpio448/value"), "x");
+    leds.set(0, OnOff::RED).unwrap();
+    assert_eq!(v(448), "x");
+    leds.set(0, OnOff::YELLOW).unwrap();
+    assert_eq!([v(448), v(447), v(437)], ["x", "1", "0"]);
+    leds.set(0, OnOff::OFF).unwrap();
+    assert_eq!([v(448), v(447), v(437)], ["0", "0", "0"]);
+    // Past the last LED: nothing, no error.
+    leds.set(7, OnOff::WHITE).unwrap();
+    leds.all_off().unwrap();
+    assert!(STOCK_STATUS_GPIOS.iter().flatten().all(|&n| v(n) == "0"));
+}
+
+#[test]
+fn a_status_led_gpio_that_never_appears_is_an_export_timeout_naming_it() {
+    let tree = FakeSysfs::dead_export();
+    match StatusLeds::open(&tree.root(), &[[448, 447, 437]]) {
+        Err(e @ SysfsError::ExportTimeout { index: 448, .. }) => {
+            assert!(e.to_string().contains("gpio448"), "{e}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened LEDs that do not exist"),
+    }
+}
+
+#[test]
+fn the_tail_light_uses_channels_2_to_4_at_the_servo_period_and_never_the_servos() {
+    let tree = FakeSysfs::new();
+    let _d = driver(&tree);
+    let steering_before = tree.attr(1, "duty_cycle");
+    let mut tail = TailLight::open(&tree.config(), STOCK_TAIL_CHANNELS, 20_000_000).expect("open");
+    for ch in 2..5 {
+        assert_eq!(tree.attr(ch, "period"), "20000000");
+        assert_eq!(tree.attr(ch, "duty_cycle"), "0");
+        assert_eq!(tree.attr(ch, "enable"), "1");
+    }
+    tail.set(Rgb {
+        r: 255,
+        g: 128,
+        b: 0,
+    })
+    .unwrap();
+    assert_eq!(tree.attr(2, "duty_cycle"), "10000000");
+    assert_eq!(tree.attr(3, "duty_cycle"), "5019607");
+    assert_eq!(tree.attr(4, "duty_cycle"), "0");
+    tail.set(Rgb { r: 0, g: 0, b: 255 }).unwrap();
+    assert_eq!(
+        [
+            tree.attr(2, "duty_cycle"),
+            tree.attr(3, "duty_cycle"),
+            tree.attr(4, "duty_cycle")
+        ],
+        ["0", "0", "10000000"]
+    );
+    // The servos' channels are as the driver left them.
+    assert_eq!(tree.attr(1, "duty_cycle"), steering_before);
+    assert_eq!(tree.attr(0, "duty_cycle"), "1446000");
+    assert_eq!(tree.attr(0, "period"), "20000000");
+    // The decoy chip is untouched.
+    assert_eq!(read(&tree.decoy().join("pwm2/duty_cycle")), "0");
+}
+
+#[test]
+fn a_tail_light_on_a_servo_channel_is_refused() {
+    let tree = FakeSysfs::new();
+    let e = TailLight::open(&tree.config(), [1, 3, 4], 20_000_000)
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("pwm1"), "{e}");
+    assert!(e.to_string().contains("steering or throttle"), "{e}");
+    assert_eq!(
+        tree.attr(1, "duty_cycle"),
+        "0",
+        "nothing written to the servo channel"
+    );
+}
+
+#[test]
+fn tail_levels_map_linearly_onto_the_stock_ten_millisecond_range() {
+    assert_eq!(Rgb::duty_ns(0), 0);
+    assert_eq!(Rgb::duty_ns(255), 10_000_000);
+    assert_eq!(Rgb::duty_ns(1), 39_215);
+    let d: Vec<u32> = (0..=255u8).map(Rgb::duty_ns).collect();
+    assert!(d.windows(2).all(|w| w[0] < w[1]));
+}

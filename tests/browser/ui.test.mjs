@@ -5,6 +5,9 @@
 //   GOOD_MODEL     a folder with model.onnx + model_metadata.json
 //   CAL_FILE       the calibration file the daemon saves to
 //   SHOTS          where screenshots go
+//   TAIL_DIR       the fake pwmchip folder the tail light is on (its pwm2,
+//                  pwm3, pwm4 = red, green, blue); without it the duty-cycle
+//                  check is skipped
 // Phone and tablet viewports with touch, each in a fresh Chromium profile.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -259,6 +262,53 @@ async function raceFlow(page, tag) {
   await page.locator('#race-history li').first().waitFor();
 }
 
+// The daemon maps each 0-255 level linearly onto 0..10,000,000 ns of high
+// time, rounded down.
+const tailNs = (level) => Math.floor((level * 10000000) / 255);
+const TAIL_DIR = process.env.TAIL_DIR;
+
+async function tailLightFlow(page, tag, t) {
+  await page.goto(BASE + '/settings');
+  const before = await page.evaluate(() => fetch('/api/tail-light').then((r) => r.json()));
+  assert.equal(before.available, true, 'the simulated car has a tail light: ' + JSON.stringify(before));
+  const card = page.locator('#tail-card');
+  await card.waitFor({ state: 'visible' });
+  const hex = (c) => '#' + [c.r, c.g, c.b].map((v) => v.toString(16).padStart(2, '0')).join('');
+  // The input shows the car's colour once the page has asked for it.
+  await page.waitForFunction((want) => document.getElementById('tail-colour').value === want, hex(before.colour));
+  await page.locator('#tail-colour').fill('#ff8000');
+  await page.locator('#tail-save').tap();
+  await page.locator('#tail-status.ok').filter({ hasText: 'Saved' }).waitFor();
+  await card.scrollIntoViewIfNeeded();
+  await shot(page, `${tag}-tail-light`);
+  const after = await page.evaluate(() => fetch('/api/tail-light').then((r) => r.json()));
+  assert.deepEqual(after, { available: true, colour: { r: 255, g: 128, b: 0 } });
+  // A fresh load shows the saved colour, not the input's default.
+  await page.reload();
+  await card.waitFor({ state: 'visible' });
+  await page.waitForFunction(() => document.getElementById('tail-colour').value === '#ff8000');
+
+  await t.test('tail light duty cycles on the fake pwmchip', {
+    skip: TAIL_DIR ? false : 'TAIL_DIR is not set: cannot read the tail light\'s PWM duty cycles (scripts/suites/browser.sh exports it)',
+  }, async () => {
+    const want = { pwm2: tailNs(255), pwm3: tailNs(128), pwm4: tailNs(0) };
+    assert.deepEqual(want, { pwm2: 10000000, pwm3: 5019607, pwm4: 0 });
+    const read = () => Object.fromEntries(Object.keys(want).map((ch) => {
+      const f = path.join(TAIL_DIR, ch, 'duty_cycle');
+      let v;
+      try { v = Number(fs.readFileSync(f, 'utf8').trim()); } catch (e) { v = String(e.code || e); }
+      return [ch, v];
+    }));
+    // The POST answers once the colour is shown; allow a moment anyway.
+    let got = read();
+    for (let i = 0; i < 30 && JSON.stringify(got) !== JSON.stringify(want); i++) {
+      await page.waitForTimeout(100);
+      got = read();
+    }
+    assert.deepEqual(got, want, `duty_cycle files under ${TAIL_DIR} (red, green, blue)`);
+  });
+}
+
 async function settingsShot(page, tag) {
   await page.goto(BASE + '/settings');
   await page.locator('#settings-info').filter({ hasText: /HTTP/ }).waitFor();
@@ -281,6 +331,7 @@ for (const [tag, dev] of [['iphone-se', device('iPhone SE')], ['ipad-pro-landsca
       await t.test('calibration wizard end to end', () => calibrateFlow(page, tag));
       await t.test('models: good upload loads, bad upload shows its error, old model stays', () => modelsFlow(page, tag));
       await t.test('race timing', () => raceFlow(page, tag));
+      await t.test('settings: tail-light colour', (st) => tailLightFlow(page, tag, st));
       await t.test('settings and logout', () => settingsShot(page, tag));
     } finally {
       await ctx.close();

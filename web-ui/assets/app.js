@@ -675,10 +675,34 @@ function initSettings() {
       $('pw-form').reset();
     } catch (err) { setMsg($('pw-msg'), err.message, 'error'); }
   });
+  initTailLight();
   $('logout').addEventListener('click', async () => {
     await api('POST', '/api/logout').catch(() => {});
     location.href = '/login';
   });
+}
+
+// The tail-light card shows only when the car has one (GET says available).
+const hex2 = (v) => v.toString(16).padStart(2, '0');
+const colourHex = (c) => '#' + hex2(c.r) + hex2(c.g) + hex2(c.b);
+const hexColour = (h) => ({ r: parseInt(h.slice(1, 3), 16), g: parseInt(h.slice(3, 5), 16), b: parseInt(h.slice(5, 7), 16) });
+function initTailLight() {
+  const input = $('tail-colour'), save = $('tail-save'), msg = $('tail-status');
+  const render = (d) => {
+    show($('tail-card'), !!(d && d.available));
+    if (d && d.colour) input.value = colourHex(d.colour);
+  };
+  input.addEventListener('input', () => setMsg(msg, 'Not saved yet.', ''));
+  save.addEventListener('click', async () => {
+    save.disabled = true;
+    setMsg(msg, 'Saving…', '');
+    try {
+      render(await api('POST', '/api/tail-light', hexColour(input.value)));
+      setMsg(msg, 'Saved', 'ok');
+    } catch (e) { setMsg(msg, e.message, 'error'); }
+    save.disabled = false;
+  });
+  api('GET', '/api/tail-light').then(render).catch(() => render(null));
 }
 
 boot();

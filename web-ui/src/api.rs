@@ -11,7 +11,8 @@
 //! - read methods copy out of the ring / slot; a reader that falls behind
 //!   loses samples, it is never queued for;
 //! - the only slow method is [`CarApi::validate_model`], which the web UI
-//!   always calls on a blocking thread.
+//!   always calls on a blocking thread; [`CarApi::set_tail_light`], which
+//!   writes a file, is also called on one.
 //!
 //! Units: calibration pulse widths in nanoseconds (the UI shows
 //! microseconds); steering and throttle in [-1, 1]; max speed in percent.
@@ -224,6 +225,20 @@ pub struct ModelSummary {
     pub sensors: Vec<String>,
 }
 
+/// The tail light's colour, 0-255 per channel (0 = off, 255 = full).
+///
+/// At events each racer's car is told apart by it. The daemon maps each
+/// level linearly onto its PWM channel's high time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TailLightColour {
+    /// Red level, 0-255.
+    pub r: u8,
+    /// Green level, 0-255.
+    pub g: u8,
+    /// Blue level, 0-255.
+    pub b: u8,
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
     /// The command queue is full; the caller may retry (HTTP 503).
@@ -325,4 +340,26 @@ pub trait CarApi: Send + Sync + 'static {
     /// Returns at once; progress and the exact error show in
     /// `status().model`. A failed load leaves the old model driving.
     fn load_model(&self, dir: &Path) -> Result<(), ApiError>;
+
+    /// The colour the tail light shows now, or `None` when this car has no
+    /// tail light (the Settings page then hides the control). Called on
+    /// every Settings page load: must be cheap (a cached value, no I/O).
+    ///
+    /// The default is `None`, so an implementation without a tail light
+    /// need not override it.
+    fn tail_light(&self) -> Option<TailLightColour> {
+        None
+    }
+
+    /// Show `colour` on the tail light and keep it across restarts (the car
+    /// side persists it); returns the colour now shown. The web UI has
+    /// already checked every level is 0-255 and calls this on a blocking
+    /// thread, so the implementation may write its file (and fsync) here.
+    /// `Err(Refused)` when this car has no tail light (HTTP 409).
+    ///
+    /// The default refuses: a car without a tail light need not override it.
+    fn set_tail_light(&self, colour: TailLightColour) -> Result<TailLightColour, ApiError> {
+        let _ = colour;
+        Err(ApiError::Refused("this car has no tail light".into()))
+    }
 }

@@ -1,11 +1,12 @@
 //! Every route with and without a session and a CSRF token; login rate
 //! limiting; session expiry; upload limits and path traversal; the password
-//! files on disk.
+//! files on disk; the tail-light colour.
 
 mod common;
 use axum::http::{header, StatusCode};
 use common::*;
 use serde_json::json;
+use std::sync::Arc;
 use web_ui::server::API_ROUTES;
 use web_ui::CarApi;
 
@@ -362,6 +363,24 @@ async fn every_route_with_session_and_csrf_answers() {
     )
     .json();
     assert_eq!(v["history"].as_array().unwrap().len(), 1);
+
+    // Tail light.
+    let v = ok(
+        t.send(req("GET", "/api/tail-light", Some(c), None, None, vec![]))
+            .await,
+        "tail light",
+    )
+    .json();
+    assert_eq!(v["available"], true);
+    ok(
+        t.send(j(
+            "POST",
+            "/api/tail-light",
+            json!({"r": 0, "g": 0, "b": 255}),
+        ))
+        .await,
+        "tail light set",
+    );
 
     // WebSockets get past auth (the upgrade itself needs a real connection).
     for p in [
@@ -912,4 +931,192 @@ fn https_server_starts_with_a_generated_certificate() {
         &b[..n]
     );
     drop(h);
+}
+
+async fn tail_get(t: &TestApp, cookie: &str) -> serde_json::Value {
+    let r = t
+        .send(req(
+            "GET",
+            "/api/tail-light",
+            Some(cookie),
+            None,
+            None,
+            vec![],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    r.json()
+}
+
+fn tail_post(cookie: &str, csrf: &str, body: &str) -> axum::http::Request<axum::body::Body> {
+    req(
+        "POST",
+        "/api/tail-light",
+        Some(cookie),
+        Some(csrf),
+        Some("application/json"),
+        body.as_bytes().to_vec(),
+    )
+}
+
+#[tokio::test]
+async fn tail_light_shows_the_colour_before_and_after_it_is_set() {
+    let t = TestApp::new();
+    let (c, x) = t.login().await;
+    assert_eq!(
+        tail_get(&t, &c).await,
+        json!({"available": true, "colour": {"r": 255, "g": 0, "b": 0}}),
+        "the car's colour before any change"
+    );
+    let r = t
+        .send(tail_post(&c, &x, r#"{"r": 255, "g": 128, "b": 0}"#))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let want = json!({"available": true, "colour": {"r": 255, "g": 128, "b": 0}});
+    assert_eq!(r.json(), want, "POST answers what is now shown");
+    assert_eq!(tail_get(&t, &c).await, want, "GET shows the new colour");
+    assert_eq!(
+        t.car.st().tail_light,
+        Some(web_ui::TailLightColour {
+            r: 255,
+            g: 128,
+            b: 0
+        })
+    );
+    // The extremes are fine; the JSON needs no particular content type.
+    let r = t
+        .send(req(
+            "POST",
+            "/api/tail-light",
+            Some(&c),
+            Some(&x),
+            None,
+            br#"{"r": 0, "g": 255, "b": 0}"#.to_vec(),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        tail_get(&t, &c).await["colour"],
+        json!({"r": 0, "g": 255, "b": 0})
+    );
+    assert_eq!(t.car.st().tail_sets.len(), 2);
+    // The Settings page has the controls (hidden until GET says available).
+    let page = t
+        .send(req("GET", "/settings", Some(&c), None, None, vec![]))
+        .await
+        .text();
+    for id in ["tail-card", "tail-colour", "tail-save", "tail-status"] {
+        assert!(page.contains(&format!("id=\"{id}\"")), "{id} on the page");
+    }
+    assert!(page.contains(r#"<div id="tail-card" class="card" hidden>"#));
+    let js = t
+        .send(req("GET", "/assets/app.js", None, None, None, vec![]))
+        .await
+        .text();
+    assert!(js.contains("'/api/tail-light'"));
+}
+
+#[tokio::test]
+async fn a_bad_tail_light_value_is_400_naming_the_field_and_changes_nothing() {
+    let t = TestApp::new();
+    let (c, x) = t.login().await;
+    let before = tail_get(&t, &c).await;
+    for (body, want) in [
+        (r#"{"r": 255, "g": 300, "b": 0}"#, "g: 300 is not 0-255"),
+        (r#"{"r": -1, "g": 0, "b": 0}"#, "r: -1 is not 0-255"),
+        (r#"{"r": 1, "g": 2, "b": 2.5}"#, "b: 2.5 is not 0-255"),
+        (
+            r#"{"r": 1, "g": 2, "b": "blue"}"#,
+            "b: \"blue\" is not 0-255",
+        ),
+        (r#"{"r": 1, "g": null, "b": 3}"#, "g: null is not 0-255"),
+        (r#"{"r": 1, "b": 3}"#, "g: missing"),
+        (r#"{"g": 1, "b": 3}"#, "r: missing"),
+        (r#"{}"#, "r: missing"),
+        (r#"[255, 128, 0]"#, "tail light: expected"),
+        (r#""#, "tail light: "),
+        (r#"{"r": 1,"#, "tail light: "),
+    ] {
+        let r = t.send(tail_post(&c, &x, body)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text());
+        let e = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(e.starts_with(want), "{body}: error {e:?}, want {want:?}");
+    }
+    assert!(
+        t.car.st().tail_sets.is_empty(),
+        "no bad value reached the car"
+    );
+    assert_eq!(tail_get(&t, &c).await, before, "colour unchanged");
+}
+
+#[tokio::test]
+async fn a_car_without_a_tail_light_says_so_and_refuses_a_colour() {
+    // Both the fake car's own refusal and the trait's default bodies (a car
+    // written before the tail light existed).
+    let fake = TestApp::new();
+    fake.car.st().tail_light = None;
+    let defaults = TestApp::with_car(|_| {}, |car| Arc::new(DefaultsCar(car)));
+    for (what, t) in [("fake car", &fake), ("trait defaults", &defaults)] {
+        let (c, x) = t.login().await;
+        assert_eq!(
+            tail_get(t, &c).await,
+            json!({"available": false, "colour": null}),
+            "{what}"
+        );
+        let r = t
+            .send(tail_post(&c, &x, r#"{"r": 1, "g": 2, "b": 3}"#))
+            .await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{what}: {}", r.text());
+        assert_eq!(r.json()["error"], "this car has no tail light", "{what}");
+        // A bad value is still a bad value.
+        let r = t
+            .send(tail_post(&c, &x, r#"{"r": 1, "g": 256, "b": 3}"#))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.text());
+        assert_eq!(
+            tail_get(t, &c).await["available"],
+            false,
+            "{what}: still none"
+        );
+    }
+    assert_eq!(
+        defaults.car.st().tail_sets,
+        vec![],
+        "the defaults never reach the fake's own tail light"
+    );
+}
+
+#[tokio::test]
+async fn tail_light_needs_a_session_and_a_csrf_token() {
+    let t = TestApp::new();
+    for (method, body) in [("GET", ""), ("POST", r#"{"r": 1, "g": 2, "b": 3}"#)] {
+        for cookie in [None, Some("car_session=forged")] {
+            let r = t
+                .send(req(
+                    method,
+                    "/api/tail-light",
+                    cookie,
+                    Some("x"),
+                    Some("application/json"),
+                    body.as_bytes().to_vec(),
+                ))
+                .await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {cookie:?}");
+            assert_eq!(r.json()["error"], "log in first");
+        }
+    }
+    let (c, _) = t.login().await;
+    let r = t
+        .send(req(
+            "POST",
+            "/api/tail-light",
+            Some(&c),
+            None,
+            Some("application/json"),
+            br#"{"r": 1, "g": 2, "b": 3}"#.to_vec(),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "no CSRF token");
+    assert!(t.car.st().tail_sets.is_empty(), "nothing reached the car");
+    assert_eq!(t.car.st().tail_light, Some(FAKE_TAIL));
 }

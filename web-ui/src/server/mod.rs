@@ -1,6 +1,6 @@
 //! The router, the shared state, the session/CSRF extractor and the
 //! pages; one file per route area beside it: `session` (log-in, password),
-//! `car` (status, commands, calibration), `models_api`, `race_api`,
+//! `car` (status, commands, calibration, tail light), `models_api`, `race_api`,
 //! `sockets` (telemetry, camera, drive).
 //!
 //! Rules every route follows:
@@ -287,6 +287,7 @@ pub fn router(st: AppState) -> Router {
             "/api/calibration/import",
             post(cal_import).layer(DefaultBodyLimit::max(64 * 1024)),
         )
+        .route("/api/tail-light", get(tail_get).post(tail_set))
         .route(
             "/api/models",
             get(models_list)
@@ -322,6 +323,8 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/calibration/save"),
     ("POST", "/api/calibration/cancel"),
     ("POST", "/api/calibration/import"),
+    ("GET", "/api/tail-light"),
+    ("POST", "/api/tail-light"),
     ("GET", "/api/models"),
     ("POST", "/api/models"),
     ("POST", "/api/models/{name}/load"),

@@ -1,7 +1,8 @@
 //! An in-memory car for the route tests: the arbiter's visible rules (e-stop
 //! latch refuses modes, pulses only in calibration mode, bad calibrations
-//! rejected by field, failed model loads keep the old model) so the tests
-//! check what a user would see through the web UI.
+//! rejected by field, failed model loads keep the old model, a tail light
+//! that keeps its colour or no tail light at all) so the tests check what a
+//! user would see through the web UI.
 #![allow(dead_code)]
 
 use axum::body::Body;
@@ -27,7 +28,14 @@ pub struct FakeState {
     pub queue_full: bool,
     /// E-stops that came through `CarApi::estop`.
     pub estops: u32,
+    /// The tail light's colour; `None`: this car has no tail light.
+    pub tail_light: Option<TailLightColour>,
+    /// Every colour `CarApi::set_tail_light` was called with, in order.
+    pub tail_sets: Vec<TailLightColour>,
 }
+
+/// The colour the fake car's tail light starts with.
+pub const FAKE_TAIL: TailLightColour = TailLightColour { r: 255, g: 0, b: 0 };
 
 pub struct FakeCar(pub Mutex<FakeState>);
 
@@ -63,6 +71,8 @@ impl FakeCar {
             frame_seq: 0,
             queue_full: false,
             estops: 0,
+            tail_light: Some(FAKE_TAIL),
+            tail_sets: vec![],
         })))
     }
     pub fn st(&self) -> std::sync::MutexGuard<'_, FakeState> {
@@ -259,6 +269,63 @@ impl CarApi for FakeCar {
         }
         Ok(())
     }
+    fn tail_light(&self) -> Option<TailLightColour> {
+        self.st().tail_light
+    }
+    /// Like the daemon: refused without a tail light, else shown and kept.
+    fn set_tail_light(&self, colour: TailLightColour) -> Result<TailLightColour, ApiError> {
+        let mut s = self.st();
+        s.tail_sets.push(colour);
+        if s.tail_light.is_none() {
+            return Err(ApiError::Refused("this car has no tail light".into()));
+        }
+        s.tail_light = Some(colour);
+        Ok(colour)
+    }
+}
+
+/// A car that implements only the required [`CarApi`] methods (delegated to
+/// a [`FakeCar`]): every method with a default body keeps it, as an
+/// implementor written before that method was added would.
+pub struct DefaultsCar(pub Arc<FakeCar>);
+
+impl CarApi for DefaultsCar {
+    fn status(&self) -> CarStatus {
+        self.0.status()
+    }
+    fn command(&self, cmd: Command) -> Result<(), ApiError> {
+        self.0.command(cmd)
+    }
+    fn telemetry_since(&self, after_seq: u64, out: &mut Vec<TelemetrySample>) -> u64 {
+        self.0.telemetry_since(after_seq, out)
+    }
+    fn latest_frame(&self, after_seq: u64, out: &mut FrameCopy) -> bool {
+        self.0.latest_frame(after_seq, out)
+    }
+    fn calibration(&self) -> CalibrationView {
+        self.0.calibration()
+    }
+    fn calibration_set(&self, cal: Calibration) -> Result<(), ApiError> {
+        self.0.calibration_set(cal)
+    }
+    fn calibration_pulse(&self, channel: Channel, pulse_ns: u32) -> Result<(), ApiError> {
+        self.0.calibration_pulse(channel, pulse_ns)
+    }
+    fn calibration_save(&self) -> Result<Calibration, ApiError> {
+        self.0.calibration_save()
+    }
+    fn calibration_cancel(&self) -> Result<Calibration, ApiError> {
+        self.0.calibration_cancel()
+    }
+    fn calibration_import_stock(&self, json: &[u8]) -> Result<Calibration, ApiError> {
+        self.0.calibration_import_stock(json)
+    }
+    fn validate_model(&self, dir: &Path) -> Result<ModelSummary, String> {
+        self.0.validate_model(dir)
+    }
+    fn load_model(&self, dir: &Path) -> Result<(), ApiError> {
+        self.0.load_model(dir)
+    }
 }
 
 pub struct TestApp {
@@ -273,6 +340,14 @@ impl TestApp {
         Self::with(|_| {})
     }
     pub fn with(f: impl FnOnce(&mut WebConfig)) -> TestApp {
+        Self::with_car(f, |car| car)
+    }
+    /// The web UI in front of `wrap(fake car)`: e.g. [`DefaultsCar`]. `car`
+    /// is still the fake underneath, for checking what reached it.
+    pub fn with_car(
+        f: impl FnOnce(&mut WebConfig),
+        wrap: impl FnOnce(Arc<FakeCar>) -> Arc<dyn CarApi>,
+    ) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = WebConfig {
             state_dir: Some(dir.path().join("state")),
@@ -280,7 +355,7 @@ impl TestApp {
         };
         f(&mut cfg);
         let car = FakeCar::new();
-        let state = AppState::new(cfg, car.clone()).unwrap();
+        let state = AppState::new(cfg, wrap(car.clone())).unwrap();
         TestApp {
             app: router(state.clone()),
             car,
