@@ -88,8 +88,15 @@ say steady_regs_driving "$(regs)"
 stop steady
 
 # Run 2: unplug the camera (unbind the vivid device) while driving.
+# Start-up (the model check child, the engine, the camera) takes seconds
+# under TCG: wait until the car drives (the throttle leaves the neutral
+# that run 1 ended on), at most 15 s, then a second more of driving.
+throttle_now() { regs | sed 's/.*throttle=\([0-9]*\).*/\1/'; }
+neutral_throttle=$(throttle_now)
 run unplug
-sleep 2
+i=0
+while [ "$i" -lt 150 ] && [ "$(throttle_now)" = "$neutral_throttle" ]; do usleep 100000; i=$((i + 1)); done
+sleep 1
 say unplug_regs_before "$(regs)"
 dev=$(vivid_dev)
 echo "$dev" > /sys/bus/platform/drivers/vivid/unbind && say unplugged "$dev"
