@@ -448,7 +448,7 @@ fn signals(
             .unwrap_or_else(|e| e.into_inner());
         (st.active.is_some(), st.state == ModelState::Loading)
     };
-    let fault = faults.update(shared, now_ns);
+    let fault = faults.update(latest.as_ref(), shared, now_ns);
     Signals {
         starting: latest.is_none() || loading,
         mode: latest.map(|s| s.mode()).unwrap_or(Mode::Stopped),
@@ -471,8 +471,12 @@ struct FaultWatch {
 }
 
 impl FaultWatch {
-    fn update(&mut self, shared: &Shared, now_ns: u64) -> bool {
-        let latest = shared.telemetry.latest();
+    fn update(
+        &mut self,
+        latest: Option<&crate::telemetry::Sample>,
+        shared: &Shared,
+        now_ns: u64,
+    ) -> bool {
         let errors = latest.map(|s| s.inference_errors).unwrap_or(0);
         let trips = shared.supervisor_trips.load(Ordering::Relaxed);
         let stalled = latest.is_some_and(|s| s.stalled);
