@@ -4,7 +4,9 @@
 //! caller sees as a full or empty queue). Producers (web UI, signal
 //! handler, CLI) never wait for the loop; a full queue refuses the command
 //! and the producer reports it. The e-stop does not use a queue at all
-//! (`Shared::estop`), so no traffic can crowd it out.
+//! (`Shared::estop`), so no traffic can crowd it out; nor does the phone's
+//! stick (`Shared::manual`, a latest-value slot): a flood of drive messages
+//! can never fill the queue a mode change or a calibration needs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -182,6 +184,52 @@ pub struct Shared {
     pub supervisor_tripped: AtomicBool,
     /// How many times the supervisor had to write neutral.
     pub supervisor_trips: AtomicU64,
+    /// The stick's latest manual command (see [`Shared::manual`]).
+    pub stick: ManualSlot,
+}
+
+/// The latest manual drive command: one value, overwritten by each new one,
+/// never refused. The stick streams tens of positions a second and only
+/// the newest matters, so queueing them would only let them crowd out the
+/// commands that must not be lost. Lock-free: the writer stores the value,
+/// then its receive time, then bumps the sequence; the loop takes the slot
+/// whenever the sequence moved. Two writers racing can pair one's value
+/// with the other's (older or newer by microseconds) receive time, which at
+/// worst starts the dead-man a little early: the safe side.
+#[derive(Debug, Default)]
+pub struct ManualSlot {
+    /// Steering f32 bits (low half), throttle f32 bits (high half).
+    value: AtomicU64,
+    /// CLOCK_MONOTONIC ns when the web server received it (0 = when taken).
+    received_ns: AtomicU64,
+    /// Bumped after every write.
+    seq: AtomicU64,
+}
+
+impl ManualSlot {
+    /// Overwrite the slot. Never fails, never waits.
+    pub fn put(&self, steering: f32, throttle: f32, received_ns: u64) {
+        let v = u64::from(steering.to_bits()) | (u64::from(throttle.to_bits()) << 32);
+        self.value.store(v, Ordering::Relaxed);
+        self.received_ns.store(received_ns, Ordering::Relaxed);
+        self.seq.fetch_add(1, Ordering::Release);
+    }
+
+    /// The slot's command when its sequence moved past `*seen` (which it
+    /// then updates); `None` when nothing new was put since.
+    pub fn take_new(&self, seen: &mut u64) -> Option<Command> {
+        let seq = self.seq.load(Ordering::Acquire);
+        if seq == *seen {
+            return None;
+        }
+        *seen = seq;
+        let v = self.value.load(Ordering::Relaxed);
+        Some(Command::Manual {
+            steering: f32::from_bits(v as u32),
+            throttle: f32::from_bits((v >> 32) as u32),
+            received_ns: self.received_ns.load(Ordering::Relaxed),
+        })
+    }
 }
 
 impl Shared {
@@ -210,7 +258,16 @@ impl Shared {
             wire_live: AtomicBool::new(false),
             supervisor_tripped: AtomicBool::new(false),
             supervisor_trips: AtomicU64::new(0),
+            stick: ManualSlot::default(),
         }
+    }
+
+    /// The stick's position: steering and throttle in [-1, 1], received at
+    /// `received_ns` (CLOCK_MONOTONIC; 0 = when the loop takes it). Never
+    /// refused: it overwrites whatever position the loop has not taken
+    /// yet, and the loop applies it after the queued commands of its tick.
+    pub fn manual(&self, steering: f32, throttle: f32, received_ns: u64) {
+        self.stick.put(steering, throttle, received_ns);
     }
 
     /// Request the emergency stop. Never refused, never waits.

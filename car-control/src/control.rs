@@ -156,6 +156,8 @@ pub struct ControlLoop {
     last_decision: Decision,
     /// `shared.estop_requests` as of the last look.
     estops_seen: u64,
+    /// `shared.stick`'s sequence as of the last look.
+    stick_seen: u64,
 }
 
 impl ControlLoop {
@@ -179,6 +181,7 @@ impl ControlLoop {
             opts,
             last_decision: Decision::Neutral(crate::arbiter::NeutralReason::Stopped),
             estops_seen: 0,
+            stick_seen: 0,
         }
     }
 
@@ -368,6 +371,11 @@ impl ControlLoop {
         let shared = self.shared.clone();
         let mut keep_going = true;
         while let Some(cmd) = shared.commands.dequeue() {
+            keep_going &= self.apply(cmd, now);
+        }
+        // After the queue: a Select + Start queued this tick come first,
+        // so the stick drives as soon as manual mode is on.
+        if let Some(cmd) = shared.stick.take_new(&mut self.stick_seen) {
             keep_going &= self.apply(cmd, now);
         }
         while let Some(new) = shared.models_in.dequeue() {

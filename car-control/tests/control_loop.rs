@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use car_control::arbiter::{DriveMode, Mode};
 use car_control::brain::{Brain, BrainError, MappedAction, StageTimes};
-use car_control::commands::{Command, Shared};
+use car_control::commands::{Command, Shared, COMMAND_QUEUE};
 use car_control::control::{ControlLoop, EndReason, LoopClock, LoopOptions};
 use car_control::frame::{Frame, FrameSource, PixelFormat, SourceError};
 use car_control::wheels::{Wheels, WheelsError};
@@ -340,6 +340,49 @@ fn manual_commands_expire_after_250ms() {
             );
         }
     }
+}
+
+#[test]
+fn a_stick_flood_never_refuses_a_mode_change_and_the_newest_position_drives() {
+    let sh = shared();
+    let src = ScriptedSource {
+        n: 0,
+        end: 30,
+        stall: 0..0,
+        buf: vec![0; 16],
+        t: 0,
+    };
+    let mut lp = ControlLoop::new(
+        Box::new(src),
+        None,
+        Box::new(Wire::default()),
+        sh.clone(),
+        opts(),
+    );
+    lp.arbiter.set_max_speed(100);
+    // Far more stick positions than the command queue holds, all before
+    // the loop's first tick (four phones flooding a busy car).
+    for i in 0..(10 * COMMAND_QUEUE) {
+        sh.manual(0.0, (i % 7) as f32 * 0.1, 0);
+    }
+    sh.manual(-0.25, 0.6, 0);
+    // The mode change and start still get into the queue.
+    assert!(
+        sh.send(Command::Select(DriveMode::Manual)),
+        "mode change refused"
+    );
+    assert!(sh.send(Command::Start), "start refused");
+    lp.run();
+    let mut v = Vec::new();
+    sh.telemetry.read_since(0, &mut v);
+    // The first tick applied the queue, then the newest stick position.
+    assert!((v[0].wire_throttle - 0.6).abs() < 1e-6, "{:?}", v[0]);
+    assert!((v[0].wire_steering + 0.25).abs() < 1e-6, "{:?}", v[0]);
+    assert_eq!(
+        sh.commands_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }
 
 #[test]

@@ -286,13 +286,14 @@ impl CarApi for RuntimeApi {
                 };
                 self.send(Command::MaxSpeed(p))
             }
-            web_ui::Command::Manual { steering, throttle } => self.send(Command::Manual {
-                steering,
-                throttle,
-                // Now is when the web server received it: the dead-man
-                // counts the time it waits in the queue.
-                received_ns: crate::clock::monotonic_ns(),
-            }),
+            web_ui::Command::Manual { steering, throttle } => {
+                // The stick's own slot, never the queue: a flood of stick
+                // positions cannot crowd out a mode change. Now is when the
+                // web server received it: the dead-man counts from here.
+                self.shared
+                    .manual(steering, throttle, crate::clock::monotonic_ns());
+                Ok(())
+            }
         }
     }
 

@@ -265,7 +265,9 @@ pub trait CarApi: Send + Sync + 'static {
     fn status(&self) -> CarStatus;
 
     /// Queue a command for the control loop; returns once queued (not once
-    /// applied). `Err(Busy)` when the queue is full.
+    /// applied). `Err(Busy)` when the queue is full. [`Command::Manual`]
+    /// (the stick) must never be refused for a full queue: the car keeps
+    /// only the latest one, in a slot of its own.
     ///
     /// The web UI never passes [`Command::EStop`] here: it calls
     /// [`CarApi::estop`] instead.
